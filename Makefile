@@ -1,0 +1,53 @@
+# Two commands matter: `make run` (set up, seed the demo store, serve it) and `make test` (set up, lint, type-check,
+# test). Both need only python3 (3.11+), pip, git and make: uv is installed into .tools/ when it is not on PATH.
+
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: run setup test lint typecheck unit test-postgres test-interop policy-test bench clean
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+setup: $(if $(findstring .tools,$(UV)),$(CURDIR)/.tools/bin/uv)
+	$(UV) sync --frozen --quiet
+
+## Set up, seed the demo store (SQLite under ./data) and serve MCP on http://127.0.0.1:8000/mcp with the dev issuer.
+run: setup
+	$(UV) run mandate dev
+
+## Set up and run every check: lint, format, strict types, the test suite (SQLite), the default policy's test suite.
+test: setup lint typecheck unit policy-test
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+typecheck:
+	$(UV) run mypy
+
+unit:
+	$(UV) run pytest -q -m "not interop" tests
+
+## The same suite on PostgreSQL (fails when PostgreSQL is not reachable at POSTGRES_URL).
+test-postgres: setup
+	@pg_isready -q -d "$(POSTGRES_URL)" || { echo "PostgreSQL is not reachable at $(POSTGRES_URL)"; exit 1; }
+	MANDATE_TEST_DATABASE_URL="$(POSTGRES_URL)" $(UV) run pytest -q -m "not interop" tests
+
+## Third-party peers from npm (MCP Inspector CLI, TypeScript SDK, oauth2-mock-server), pinned by package-lock.json.
+test-interop: setup
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+	$(UV) run pytest -q -m interop tests/interop
+
+policy-test: setup
+	@if [ -d scopes/policy-tests ]; then for f in scopes/policy-tests/*.toml; do $(UV) run mandate policy test "$$f" || exit 1; done; fi
+
+bench: setup
+	$(UV) run python -m bench
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache tests/interop/node_modules
