@@ -1,0 +1,114 @@
+"""Limits that depend on the caller (tiers), windows that depend on the clock, and budgets' ledger keys.
+
+A tier raises a limit for a caller holding a larger scope; the highest limit among the base and the tiers held
+applies. A currency missing from the base table has no limit and is refused (fail closed). A calendar-day window
+starts at midnight in the policy's time zone, so "today" is the security team's day, not the server's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from scopes.money import Money
+from scopes.policy.errors import RuleError
+from scopes.policy.values import Caller, Path, describe_duration, parse_duration
+
+COUNT = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A base limit per unit (a currency, or ``count``) and the tiers that raise it, in minor units."""
+
+    base: Mapping[str, int]
+    tiers: tuple[tuple[str, Mapping[str, int]], ...] = ()
+
+    def limit_for(self, unit: str, scopes: frozenset[str]) -> int:
+        if unit not in self.base:
+            raise RuleError(f"no limit for {unit}: the policy names {', '.join(sorted(self.base))}")
+        best = self.base[unit]
+        for scope, table in self.tiers:
+            if scope in scopes and unit in table:
+                best = max(best, table[unit])
+        return best
+
+    def next_tier(self, unit: str, needed: int, scopes: frozenset[str]) -> tuple[str, int] | None:
+        """The smallest tier the caller does not hold whose limit would allow ``needed``."""
+        options = [
+            (table[unit], scope)
+            for scope, table in self.tiers
+            if scope not in scopes and unit in table and table[unit] >= needed
+        ]
+        if not options:
+            return None
+        limit, scope = min(options)
+        return scope, limit
+
+
+def show_units(amount: int, unit: str) -> str:
+    if unit == COUNT:
+        return str(amount)
+    return str(Money.from_minor(amount, unit))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A calendar day in the policy's time zone (``rolling is None``) or a rolling span ending now."""
+
+    rolling: timedelta | None
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        return cls(None if text == "day" else parse_duration(text.removeprefix("rolling ")))
+
+    def locate(self, now: datetime, zone: ZoneInfo) -> tuple[str, datetime | None]:
+        """The window's id and, for a rolling window, where it starts."""
+        if self.rolling is not None:
+            return "rolling", now - self.rolling
+        return now.astimezone(zone).date().isoformat(), None
+
+    def resets_at(self, now: datetime, zone: ZoneInfo) -> datetime | None:
+        if self.rolling is not None:
+            return None
+        tomorrow = now.astimezone(zone).date() + timedelta(days=1)
+        return datetime.combine(tomorrow, time(0), tzinfo=zone)
+
+    def phrase(self) -> str:
+        return "today" if self.rolling is None else f"in the last {describe_duration(self.rolling)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A named cumulative cap (compiled from ``[budgets.<id>]``)."""
+
+    id: str
+    label: str
+    per: str | Path
+    window: Window
+    limits: Limits
+    is_money: bool
+    disclose: bool = True
+    """Refusals may say how much is used and left (the caller's own budgets)."""
+
+    def key_for(self, caller: Caller, args: Mapping[str, Any], facts: Mapping[str, Any], now: datetime) -> str:
+        if isinstance(self.per, Path):
+            value = self.per.resolve(args, facts, caller, now)
+            if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+                raise RuleError(f"budget {self.id}: {self.per.text} has no value to keep a total for")
+            key = str(value)
+        elif self.per == "principal":
+            key = caller.key
+        elif self.per == "client":
+            key = caller.client_key
+        elif self.per == "tenant":
+            if not caller.tenant:
+                raise RuleError(f"budget {self.id} is kept per tenant, and the token names no tenant")
+            key = caller.tenant
+        else:
+            key = "*"
+        return key if len(key) <= 255 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
