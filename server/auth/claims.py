@@ -1,0 +1,156 @@
+"""Validate the claims of a signature-checked access token and turn them into a ``Principal``.
+
+Implements the claim checks of the JWT access token profile, RFC 9068 section 4: ``iss`` exact, ``aud`` naming this
+server (RFC 8707 resource indicators; an access token MUST be refused when its audience is not us), ``exp`` required
+and in the future, ``nbf`` and ``iat`` not in the future (RFC 7519 section 4.1), each with a small clock-skew leeway.
+Then the identity: ``sub`` (RFC 9068 section 2.2), ``client_id`` (else ``azp``, else ``sub``), ``scope`` as a
+space-separated string (RFC 8693 section 4.2) or ``scp`` as a list or string, ``jti``, the RFC 8693 section 4.1
+``act`` actor and RFC 9396 ``authorization_details``. A claim of the wrong shape refuses the token instead of being
+guessed at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from server.auth.errors import InvalidToken
+from server.auth.principal import Principal
+
+
+def normalize_audience(value: str) -> str:
+    """Audiences compare exactly, except that one trailing slash is ignored (``https://x/mcp/`` is ``https://x/mcp``)."""
+    return value.removesuffix("/")
+
+
+def principal_from_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audiences: Collection[str],
+    now: float,
+    leeway_seconds: float,
+    tenant_claim: str | None,
+    subject_fallback_to_client_id: bool,
+) -> Principal:
+    """Check ``claims`` at time ``now`` (seconds since the epoch); ``audiences`` are already normalized."""
+    if claims.get("iss") != issuer:
+        raise InvalidToken("issuer not trusted")
+
+    token_audience = _audience(claims)
+    if not any(normalize_audience(aud) in audiences for aud in token_audience):
+        raise InvalidToken("audience does not name this server")
+
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidToken("token has no expiry")
+    if now >= exp + leeway_seconds:
+        raise InvalidToken("token expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and nbf > now + leeway_seconds:
+        raise InvalidToken("token not yet valid")
+    iat = _number(claims, "iat")
+    if iat is not None and iat > now + leeway_seconds:
+        raise InvalidToken("token issued in the future")
+    try:
+        expires_at = datetime.fromtimestamp(exp, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidToken("claim exp is malformed") from None
+
+    subject = _string(claims, "sub")
+    client_id = _string(claims, "client_id") or _string(claims, "azp") or subject
+    if subject is None and subject_fallback_to_client_id:
+        subject = client_id
+    if subject is None:
+        raise InvalidToken("token has no subject")
+    assert client_id is not None  # client_id falls back to the subject, which is set
+
+    return Principal(
+        subject=subject,
+        client_id=client_id,
+        scopes=_scopes(claims),
+        issuer=issuer,
+        audience=token_audience,
+        expires_at=expires_at,
+        token_id=_string(claims, "jti"),
+        tenant=_string(claims, tenant_claim) if tenant_claim else None,
+        actor=_actor(claims),
+        authorization_details=_authorization_details(claims),
+        claims=claims,
+    )
+
+
+def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return (aud,)
+    if isinstance(aud, list) and all(isinstance(item, str) for item in aud):
+        return tuple(aud)
+    if aud is None:
+        return ()
+    raise InvalidToken("claim aud is malformed")
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate (RFC 7519 section 2): a finite JSON number; booleans, strings, NaN and infinity are refused."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"claim {name} is malformed")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidToken(f"claim {name} is malformed") from None
+    if not math.isfinite(number):
+        raise InvalidToken(f"claim {name} is malformed")
+    return number
+
+
+def _string(claims: Mapping[str, Any], name: str) -> str | None:
+    """A non-empty string claim, or None when absent."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidToken(f"claim {name} is malformed")
+    return value
+
+
+def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    if "scope" in claims:
+        scope = claims["scope"]
+        if not isinstance(scope, str):
+            raise InvalidToken("claim scope is malformed")
+        return frozenset(scope.split())
+    scp = claims.get("scp")
+    if scp is None:
+        return frozenset()
+    if isinstance(scp, str):
+        return frozenset(scp.split())
+    if isinstance(scp, list) and all(isinstance(item, str) and item and item.split() == [item] for item in scp):
+        return frozenset(scp)
+    raise InvalidToken("claim scp is malformed")
+
+
+def _actor(claims: Mapping[str, Any]) -> str | None:
+    act = claims.get("act")
+    if act is None:
+        return None
+    actor = act.get("sub") if isinstance(act, dict) else None
+    if isinstance(actor, str) and actor:
+        return actor
+    raise InvalidToken("claim act is malformed")
+
+
+def _authorization_details(claims: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    details = claims.get("authorization_details")
+    if details is None:
+        return ()
+    if not isinstance(details, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("type"), str) and entry["type"] for entry in details
+    ):
+        raise InvalidToken("claim authorization_details is malformed")
+    return tuple(details)

@@ -1,0 +1,158 @@
+"""The tool catalog: every tool declared with ``@tool`` in the configured modules, checked against the scope catalog.
+
+A package (the default ``tools``) is searched module by module, so a developer adds a tool by adding a module; a
+single module (``examples.custom_tool``) or a file (``examples/custom_tool.py``)
+can be named too. Each tool is turned once into its MCP ``Tool`` definition
+(MCP specification 2025-11-25, "Tools", ``tools/list``); what a caller sees is a filter over these.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import mcp_types as types
+from pydantic import TypeAdapter
+
+from scopes.catalog import ScopeCatalog
+from server.outcomes import PendingApproval, Refusal
+from server.toolkit import MARK, ToolSpec
+
+IDEMPOTENCY_FIELD = "idempotency_key"
+
+
+class CatalogConflict(ValueError):
+    """Two tools share a name, or a tool requires a scope the scope catalog does not define."""
+
+
+def _load_file(path: Path) -> ModuleType:
+    """A tool module given as a file path (``examples/custom_tool.py``), loaded under a name of its own."""
+    resolved = path.resolve()
+    name = f"mandate_tools_{resolved.stem}_{abs(hash(str(resolved))):x}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load tool module from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _modules(names: Iterable[str]) -> Iterator[ModuleType]:
+    for name in names:
+        if name.endswith(".py"):
+            yield _load_file(Path(name))
+            continue
+        module = importlib.import_module(name)
+        yield module
+        path = getattr(module, "__path__", None)
+        if path is not None:
+            for info in sorted(pkgutil.walk_packages(path, prefix=f"{name}."), key=lambda i: i.name):
+                yield importlib.import_module(info.name)
+
+
+def _specs_in(module: ModuleType) -> Iterator[ToolSpec]:
+    for value in vars(module).values():
+        spec = getattr(value, MARK, None)
+        if isinstance(spec, ToolSpec) and getattr(value, "__module__", None) == module.__name__:
+            yield spec
+
+
+def _input_schema(spec: ToolSpec) -> dict[str, Any]:
+    schema = spec.args_model.model_json_schema()
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    if spec.has_side_effect:
+        schema["properties"][IDEMPOTENCY_FIELD] = {
+            "type": "string",
+            "minLength": 8,
+            "maxLength": 200,
+            "description": "Optional. Repeat a call with the same key and arguments to get the first result again "
+            "instead of a second effect (e.g. after a timeout).",
+        }
+    return schema
+
+
+def _output_schema(spec: ToolSpec) -> dict[str, Any]:
+    """What ``structuredContent`` can hold: the result, a refusal, or (with a side effect) a pending approval.
+
+    Refusals are ``isError`` results that still carry structured fields for the model; clients such as the MCP
+    Inspector validate them against the schema too, so the schema names every shape the tool can answer with.
+    """
+    either: Any = spec.result_model | Refusal if spec.read_only else spec.result_model | PendingApproval | Refusal
+    schema = TypeAdapter[Any](either).json_schema()
+    schema["type"] = "object"
+    return schema
+
+
+def _mcp_tool(spec: ToolSpec) -> types.Tool:
+    meta = {"io.mandate/requires": {"mode": spec.requires.mode, "scopes": list(spec.requires.scopes)}}
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=_input_schema(spec),
+        output_schema=_output_schema(spec),
+        annotations=types.ToolAnnotations(
+            read_only_hint=spec.read_only,
+            destructive_hint=spec.destructive,
+            idempotent_hint=spec.idempotent,
+            open_world_hint=spec.open_world,
+        ),
+        meta=meta,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    spec: ToolSpec
+    definition: types.Tool
+
+
+class ToolCatalog:
+    """The tools this server publishes, in a stable order."""
+
+    def __init__(self, specs: Sequence[ToolSpec], scopes: ScopeCatalog) -> None:
+        entries: dict[str, CatalogEntry] = {}
+        for spec in specs:
+            if spec.name in entries:
+                raise CatalogConflict(f"two tools are named {spec.name!r}")
+            unknown = [scope for scope in spec.requires.scopes if scope not in scopes.scopes]
+            if unknown:
+                raise CatalogConflict(
+                    f"tool {spec.name!r} requires scope(s) {', '.join(unknown)} missing from the scope catalog"
+                )
+            entries[spec.name] = CatalogEntry(spec, _mcp_tool(spec))
+        self._entries = dict(sorted(entries.items()))
+        self.scopes = scopes
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[str], scopes: ScopeCatalog) -> ToolCatalog:
+        specs: list[ToolSpec] = []
+        for module in _modules(modules):
+            specs.extend(_specs_in(module))
+        return cls(specs, scopes)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[CatalogEntry]:
+        return iter(self._entries.values())
+
+    def get(self, name: str) -> CatalogEntry | None:
+        return self._entries.get(name)
+
+    def visible_to(self, granted: frozenset[str]) -> list[types.Tool]:
+        return [entry.definition for entry in self._entries.values() if entry.spec.requires.is_met_by(granted)]
+
+    def tools_needing(self, scope: str) -> list[str]:
+        return [entry.spec.name for entry in self._entries.values() if scope in entry.spec.requires.scopes]

@@ -1,0 +1,231 @@
+"""Settings: a TOML file (``MANDATE_CONFIG``) overlaid by ``MANDATE_*`` environment variables and CLI flags.
+
+Secrets never live in this file's output: :meth:`Settings.describe` renders the database URL with its password
+hidden. The trusted issuers are the production identity configuration (MCP authorization spec 2025-11-25,
+"Token Validation"; RFC 9068 section 4): exact issuer, JWKS URL or discovery, algorithm allow-list and accepted
+``typ`` values per issuer, and this server's own resource URL as the audience (RFC 8707).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from server.storage.database import normalise_url, sqlite_url_for
+
+_FORBIDDEN_ALGORITHMS = {"none", "HS256", "HS384", "HS512"}
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is invalid; the message names the file and field."""
+
+
+class IssuerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: Annotated[str, Field(min_length=1)]
+    jwks_uri: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+    accepted_types: list[str] = Field(default_factory=lambda: ["at+jwt", "application/at+jwt"])
+    tenant_claim: str | None = "tenant"
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_symmetric_or_none(cls, value: list[str]) -> list[str]:
+        bad = sorted(set(value) & _FORBIDDEN_ALGORITHMS)
+        if bad:
+            raise ValueError(f"algorithm(s) {', '.join(bad)} are never accepted (RFC 8725 section 3.1)")
+        if not value:
+            raise ValueError("at least one algorithm")
+        return value
+
+
+class ApprovalSettings(BaseModel):
+    """Pending approvals (docs/approvals.md): how long one waits, and which tokens count as a human approver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+    approver_claim: str | None = None
+    """When set, only tokens carrying this claim may list, inspect or decide approvals (not just the scope)."""
+    approver_claim_value: str | None = None
+    """The value the claim must have (or contain, for a list); unset: the claim must be JSON ``true``."""
+
+
+class IdempotencySettings(BaseModel):
+    """Idempotency keys (docs/approvals.md): how long a stored result is kept, and how long a claim may be held."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+    lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's)."""
+
+
+class WebhookSettings(BaseModel):
+    """The approval webhook: a signed JSON POST (Standard Webhooks) when an approval is created or decided."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    secret: SecretStr | None = None
+    """The signing secret (``whsec_`` + base64, or any string). Never logged, stored or printed."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("the webhook URL must be http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _signed(self) -> WebhookSettings:
+        if self.url and not (self.secret and self.secret.get_secret_value()):
+            raise ValueError("a webhook URL needs a secret to sign its deliveries (webhook.secret)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    resource_url: str | None = None
+    """This server's MCP endpoint URL: the audience tokens must name. Defaults to http://HOST:PORT/mcp."""
+    public_url: str | None = None
+    """The base URL clients reach this server at, if different from http://HOST:PORT (behind a proxy)."""
+    dev_issuer: bool = False
+    """Trust the local development issuer. Development only."""
+    issuers: list[IssuerConfig] = Field(default_factory=list[IssuerConfig])
+    stateless: bool = True
+    json_response: bool = True
+    allowed_hosts: list[str] = Field(default_factory=list[str])
+    instance: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    tool_modules: list[str] = Field(default_factory=lambda: ["tools"])
+    catalog_path: Path | None = None
+    agents_path: Path | None = None
+    policy_path: Path | None = None
+    """The policy file (docs/policy.md); default scopes/policy.toml. Reloaded when it changes."""
+    log_level: str = "INFO"
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server: ``public_url``, else the origin of ``resource_url``, else HOST:PORT."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.resource_url:
+            parts = urlsplit(self.resource_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def audience(self) -> str:
+        return self.resource_url or f"{self.base_url}/mcp"
+
+    @property
+    def dev_issuer_url(self) -> str:
+        return f"{self.base_url}/dev-issuer"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or sqlite_url_for(self.data_dir)
+
+    def describe(self) -> str:
+        url = normalise_url(self.effective_database_url).render_as_string(hide_password=True)
+        issuers = [i.issuer for i in self.issuers] + (
+            [f"{self.dev_issuer_url} (development)"] if self.dev_issuer else []
+        )
+        return f"database {url}; audience {self.audience}; trusted issuers: {', '.join(issuers) or 'none'}"
+
+
+_ENV: Mapping[str, str] = {
+    "MANDATE_DATA_DIR": "data_dir",
+    "MANDATE_DATABASE_URL": "database_url",
+    "MANDATE_HOST": "host",
+    "MANDATE_PORT": "port",
+    "MANDATE_RESOURCE_URL": "resource_url",
+    "MANDATE_PUBLIC_URL": "public_url",
+    "MANDATE_DEV_ISSUER": "dev_issuer",
+    "MANDATE_INSTANCE": "instance",
+    "MANDATE_LOG_LEVEL": "log_level",
+    "MANDATE_POLICY": "policy_path",
+    "MANDATE_BACKGROUND_INTERVAL_SECONDS": "background_interval_seconds",
+}
+
+_NESTED_ENV: Mapping[str, tuple[str, str]] = {
+    "MANDATE_APPROVAL_TTL_SECONDS": ("approvals", "ttl_seconds"),
+    "MANDATE_APPROVER_CLAIM": ("approvals", "approver_claim"),
+    "MANDATE_APPROVER_CLAIM_VALUE": ("approvals", "approver_claim_value"),
+    "MANDATE_IDEMPOTENCY_TTL_SECONDS": ("idempotency", "ttl_seconds"),
+    "MANDATE_WEBHOOK_URL": ("webhook", "url"),
+    "MANDATE_WEBHOOK_SECRET": ("webhook", "secret"),
+}
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "environment"
+    config_path = env.get("MANDATE_CONFIG")
+    if config_path:
+        source = config_path
+        try:
+            with Path(config_path).open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{config_path}: file not found (MANDATE_CONFIG)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    for variable, key in _ENV.items():
+        if variable in env and env[variable] != "":
+            value: Any = env[variable]
+            if key == "dev_issuer":
+                value = value.lower() in ("1", "true", "yes", "on")
+            data[key] = value
+    for variable, (table, key) in _NESTED_ENV.items():
+        if env.get(variable):
+            section = data.setdefault(table, {})
+            if isinstance(section, dict):
+                section[key] = env[variable]
+    if env.get("MANDATE_ISSUER"):
+        data["issuers"] = [
+            {
+                "issuer": env["MANDATE_ISSUER"],
+                **({"jwks_uri": env["MANDATE_JWKS_URI"]} if env.get("MANDATE_JWKS_URI") else {}),
+                **(
+                    {"accepted_types": env["MANDATE_ACCEPTED_TYPES"].split(",")}
+                    if env.get("MANDATE_ACCEPTED_TYPES")
+                    else {}
+                ),
+            }
+        ]
+    if env.get("MANDATE_TOOL_MODULES"):
+        data["tool_modules"] = [m.strip() for m in env["MANDATE_TOOL_MODULES"].split(",") if m.strip()]
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid configuration"]
+        for error in exc.errors(include_url=False, include_input=False):
+            lines.append(f"  {'.'.join(str(p) for p in error['loc'])}: {error['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,223 @@
+"""Bearer-token authentication and per-tool step-up for the streamable HTTP endpoint.
+
+RFC 6750 section 3: a request without a token, or with an invalid one, gets HTTP 401 with
+``WWW-Authenticate: Bearer`` and, per RFC 9728 section 5.1, ``resource_metadata``. A tools/call of a tool whose
+scopes the token lacks gets HTTP 403 ``error="insufficient_scope"`` with ``scope`` naming every scope the call needs
+(MCP authorization spec 2025-11-25, "Scope Challenge Handling"; 2026-07-28 names only the scopes of the current
+operation), and nothing runs. The SDK's own middleware omits ``scope=``, so this replaces it.
+
+The token never travels further than this module: the principal derived from it does, and the SDK sees an
+``AccessToken`` whose ``token`` field is a digest, not the credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.auth.errors import InvalidToken
+from server.auth.jwt_verifier import TokenVerifier
+from server.auth.principal import Principal
+from server.catalog import ToolCatalog
+from server.enforcement import CallInfo
+from server.request_context import RequestOrigin, current_origin, current_principal
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_048_576
+RefusalRecorder = Callable[[Principal | None, CallInfo, str | None, str, str, str], Awaitable[str]]
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _challenge(params: dict[str, str]) -> bytes:
+    return ("Bearer " + ", ".join(f'{key}="{_quote(value)}"' for key, value in params.items())).encode()
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _sdk_access_token(principal: Principal, token: str) -> AccessToken:
+    return AccessToken(
+        token=hashlib.sha256(token.encode()).hexdigest(),
+        client_id=principal.client_id,
+        scopes=sorted(principal.scopes),
+        expires_at=int(principal.expires_at.timestamp()),
+        resource=principal.audience[0] if principal.audience else None,
+        subject=principal.subject,
+        claims={"iss": principal.issuer},
+    )
+
+
+class BearerGuard:
+    """ASGI middleware in front of the MCP endpoint: authenticate, step up per tool, then pass on."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier,
+        catalog: ToolCatalog,
+        resource_metadata_url: str,
+        record_refusal: RefusalRecorder,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.catalog = catalog
+        self.resource_metadata_url = resource_metadata_url
+        self.record_refusal = record_refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        info = CallInfo(transport="http", client_address=client[0] if client else None)
+        token = _bearer_token(scope)
+        if token is None:
+            await self._unauthorized(send, info, None, "authentication required")
+            return
+        try:
+            principal = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            await self._unauthorized(send, info, "invalid_token", exc.description)
+            return
+
+        body: bytes | None = None
+        if scope.get("method") == "POST":
+            body = await _read_body(receive)
+            if body is None:
+                await _send_json(send, 413, {"error": "request_too_large"}, [])
+                return
+            denied = self._missing_scope(principal, body)
+            if denied is not None:
+                tool_name, needed = denied
+                await self._forbidden(send, info, principal, tool_name, needed)
+                return
+
+        scope["user"] = AuthenticatedUser(_sdk_access_token(principal, token))
+        tokens = (
+            current_principal.set(principal),
+            current_origin.set(RequestOrigin("http", info.client_address)),
+            auth_context_var.set(scope["user"]),
+        )
+        try:
+            await self.app(scope, _replay(body, receive) if body is not None else receive, send)
+        finally:
+            auth_context_var.reset(tokens[2])
+            current_origin.reset(tokens[1])
+            current_principal.reset(tokens[0])
+
+    def _missing_scope(self, principal: Principal, body: bytes) -> tuple[str, tuple[str, ...]] | None:
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return None  # not JSON: the SDK answers with a parse error
+        messages = message if isinstance(message, list) else [message]
+        for item in messages:
+            if not isinstance(item, dict) or item.get("method") != "tools/call":
+                continue
+            params = item.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            entry = self.catalog.get(name) if isinstance(name, str) else None
+            if entry is not None and not entry.spec.requires.is_met_by(principal.scopes):
+                return entry.spec.name, entry.spec.requires.challenge_scopes(principal.scopes)
+        return None
+
+    async def _unauthorized(self, send: Send, info: CallInfo, error: str | None, description: str) -> None:
+        params: dict[str, str] = {}
+        if error:
+            params["error"] = error
+            params["error_description"] = description
+        params["resource_metadata"] = self.resource_metadata_url
+        if error:
+            try:
+                await self.record_refusal(None, info, None, error, description, "auth")
+            except Exception:
+                logger.exception("could not record a refused authentication")
+        body = {"error": error or "invalid_request", "error_description": description}
+        await _send_json(send, 401, body, [(b"www-authenticate", _challenge(params))])
+
+    async def _forbidden(
+        self, send: Send, info: CallInfo, principal: Principal, tool_name: str, needed: tuple[str, ...]
+    ) -> None:
+        description = f"the tool {tool_name} needs scope {' '.join(needed)}"
+        params = {
+            "error": "insufficient_scope",
+            "scope": " ".join(needed),
+            "resource_metadata": self.resource_metadata_url,
+            "error_description": description,
+        }
+        try:
+            await self.record_refusal(principal, info, tool_name, "insufficient_scope", description, "call")
+        except Exception:
+            logger.exception("could not record a scope refusal")
+            await _send_json(send, 503, {"error": "temporarily_unavailable"}, [])
+            return
+        body = {"error": "insufficient_scope", "error_description": description, "scope": " ".join(needed)}
+        await _send_json(send, 403, body, [(b"www-authenticate", _challenge(params))])
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,137 @@
+"""The one database that holds the store, the ledger, approvals and the audit trail, and its transactions.
+
+SQLite (the embedded default, one file in WAL mode) or PostgreSQL (for several replicas), both through SQLAlchemy's
+asyncio engine. Every unit of work that changes state runs in one transaction (DESIGN.md section 3, step 5): on
+SQLite it starts with ``BEGIN IMMEDIATE``, taking the write lock up front so two writers never both read an old
+total; on PostgreSQL it runs at READ COMMITTED and relies on row locks and conditional updates, and a transaction
+that the server aborts for a serialization failure or deadlock (SQLSTATE 40001 / 40P01) is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+_MAX_ATTEMPTS = 8
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached or refused the unit of work; the action did not happen."""
+
+
+def normalise_url(url: str) -> URL:
+    """Pick the async driver for a plain URL: ``sqlite:///x.db`` -> aiosqlite, ``postgresql://`` -> psycopg."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_url_for(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(data_dir / 'mandate.db').resolve()}"
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate in _RETRYABLE_SQLSTATES:
+            return True
+        # SQLite: another process holds the write lock beyond busy_timeout.
+        if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+            return True
+    return False
+
+
+class Database:
+    """An async engine plus the transaction discipline Mandate relies on."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        # hide_parameters: a failed statement's message must not carry argument values (emails, free text) into logs.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; writes go through :meth:`run_in_transaction`."""
+        async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    async def run_in_transaction(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction that commits only if it returns; retry on serialization failures.
+
+        ``work`` may run more than once, so it must do nothing outside the session that it cannot repeat.
+        """
+        delay = 0.005
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+                    return await work(session)
+            except DBAPIError as exc:
+                if attempt < _MAX_ATTEMPTS and _is_retryable(exc):
+                    logger.debug("transaction conflict, retry %d", attempt)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE for every transaction.
+
+    pysqlite's own transaction handling is turned off (``isolation_level = None``) so that SQLAlchemy's ``begin``
+    event can emit ``BEGIN IMMEDIATE`` itself (SQLAlchemy documentation, "Serializable isolation / Savepoints /
+    Transactional DDL" for the SQLite dialects).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

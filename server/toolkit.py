@@ -1,0 +1,228 @@
+"""The small public API for declaring a scoped tool: ``@tool``, ``StrictArgs``, ``ToolContext`` and tool errors.
+
+A tool is an async function taking its argument model and a :class:`ToolContext`, returning a pydantic model. The
+decorator only marks the function with its :class:`ToolSpec`; :mod:`server.catalog` collects marked functions from
+modules, so there is no registry in process state. MCP facets follow the MCP specification 2025-11-25, "Tools":
+the input schema comes from the argument model, the output schema from the return model, and the annotations
+(``readOnlyHint``, ``destructiveHint``, ``idempotentHint``, ``openWorldHint``) from the decorator.
+
+A tool whose policy conditions need stored state declares a facts loader (``facts=``): an async function reading, in
+the call's transaction and with the rows locked, what the rules refer to as ``facts.<name>`` (docs/policy.md). A
+tool declares its money arguments (``money={"amount": "currency"}``) so rules compare them as exact money.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from scopes.money import Money, MoneyError
+from scopes.requirement import Requirement
+from server.auth.principal import Principal
+
+ArgsT = TypeVar("ArgsT", bound="StrictArgs")
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MARK = "__mandate_tool__"
+
+
+class StrictArgs(BaseModel):
+    """Base for tool arguments: unknown fields are refused and nothing is coerced (no ``"12"`` -> 12)."""
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, frozen=True, str_max_length=2000
+    )
+
+
+class ToolError(Exception):
+    """A tool refused or could not complete an action; the agent gets the message as an ``isError`` result.
+
+    ``code`` is machine-readable (``order_not_cancellable``); ``message`` is written so a model can relay it to a
+    customer. Nothing the tool did in the transaction is kept.
+    """
+
+    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+class NotFound(ToolError):
+    """The thing does not exist, or the caller may not know that it does (another tenant's): the same answer."""
+
+    def __init__(self, kind: str, identifier: str) -> None:
+        super().__init__("not_found", f"No {kind} with id {identifier!r} was found.")
+
+
+class Facts(BaseModel):
+    """Stored state a tool's policy conditions need (``facts.<field>``), read by the tool's facts loader.
+
+    Subclass it with the fields the rules may name; ``mandate policy check`` warns about rules that name others.
+    """
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    def not_found(self) -> NotFound | None:
+        """The refusal a rule with ``otherwise = "not_found"`` gives: exactly the one a missing record gives."""
+        return None
+
+    def as_mapping(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a tool sees of the call: who is calling, the transaction it acts in, and the time of the call."""
+
+    principal: Principal
+    session: AsyncSession
+    now: datetime
+    audit_id: str
+    """The id of the audit record this invocation writes: effects store it, so lineage can go from effect to cause."""
+    tool_name: str
+    customer_id: str | None = None
+    """Set by a tool to the customer it acted on, so the audit record can be searched by customer."""
+
+
+Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]
+FactsLoader = Callable[[Any, ToolContext], Awaitable[Facts]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """Everything Mandate needs to know about a tool, declared where the tool is defined."""
+
+    name: str
+    description: str
+    requires: Requirement
+    args_model: type[StrictArgs]
+    result_model: type[BaseModel]
+    handler: Handler
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool = False
+    sensitive: frozenset[str] = field(default_factory=frozenset[str])
+    """Argument fields to redact in the audit record (their digest is kept)."""
+    title: str | None = None
+    facts: FactsLoader | None = None
+    """Reads the stored state the policy's conditions need, inside the call's transaction."""
+    facts_model: type[Facts] | None = None
+    money: tuple[tuple[str, str], ...] = ()
+    """Money arguments and the argument holding each one's currency: ``(("amount", "currency"),)``."""
+
+    @property
+    def has_side_effect(self) -> bool:
+        return not self.read_only
+
+    def policy_args(self, args: BaseModel) -> dict[str, Any]:
+        """The validated arguments as policy conditions see them: money fields as exact :class:`Money`.
+
+        Raises :class:`~scopes.money.MoneyError`, naming the argument, for an amount with more decimals than its
+        currency has, or an unknown currency.
+        """
+        values = {name: getattr(args, name) for name in type(args).model_fields}
+        for amount, currency in self.money:
+            if values.get(amount) is not None:
+                try:
+                    values[amount] = Money.parse(values[amount], values[currency])
+                except MoneyError as exc:
+                    raise MoneyError(f"{amount}: {exc}") from None
+        return values
+
+
+def tool(
+    *,
+    requires: Requirement,
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+    open_world: bool = False,
+    sensitive: tuple[str, ...] = (),
+    name: str | None = None,
+    title: str | None = None,
+    facts: FactsLoader | None = None,
+    money: Mapping[str, str] | None = None,
+) -> Callable[[Callable[[ArgsT, ToolContext], Awaitable[ResultT]]], Callable[[ArgsT, ToolContext], Awaitable[ResultT]]]:
+    """Declare a scoped MCP tool.
+
+    The tool's name defaults to the function's name and its description to the docstring. The first parameter's
+    annotation is the argument model (a :class:`StrictArgs`), the return annotation the result model. ``facts`` is
+    an async ``(args, ctx) -> Facts`` loader for the policy's ``facts.<name>``; ``money`` maps each money argument
+    to the argument naming its currency.
+    """
+    if not isinstance(requires, Requirement):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError("requires= takes all_of(...) or any_of(...)")
+    if read_only and destructive:
+        raise ValueError("a read-only tool cannot be destructive")
+
+    def decorate(
+        function: Callable[[ArgsT, ToolContext], Awaitable[ResultT]],
+    ) -> Callable[[ArgsT, ToolContext], Awaitable[ResultT]]:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"{function.__qualname__}: a tool must be an async def")
+        tool_name = name or function.__name__
+        if not _TOOL_NAME.fullmatch(tool_name):
+            raise ValueError(f"tool name {tool_name!r} must match {_TOOL_NAME.pattern}")
+        hints = typing.get_type_hints(function)
+        params = list(inspect.signature(function).parameters)
+        if len(params) != 2:
+            raise TypeError(f"{tool_name}: a tool takes (args, ctx)")
+        args_model = hints.get(params[0])
+        result_model = hints.get("return")
+        if not (isinstance(args_model, type) and issubclass(args_model, StrictArgs)):
+            raise TypeError(f"{tool_name}: the first parameter must be annotated with a StrictArgs model")
+        if not (isinstance(result_model, type) and issubclass(result_model, BaseModel)):
+            raise TypeError(f"{tool_name}: the return annotation must be a pydantic model")
+        unknown = set(sensitive) - set(args_model.model_fields)
+        if unknown:
+            raise ValueError(f"{tool_name}: sensitive names unknown argument(s) {sorted(unknown)}")
+        facts_model = _facts_model(tool_name, facts)
+        for amount, currency in (money or {}).items():
+            if amount not in args_model.model_fields or currency not in args_model.model_fields:
+                raise ValueError(f"{tool_name}: money names unknown argument(s) {amount!r} / {currency!r}")
+        description = inspect.cleandoc(function.__doc__ or "").strip()
+        if not description:
+            raise ValueError(f"{tool_name}: a tool needs a docstring; it is the description the model reads")
+        spec = ToolSpec(
+            name=tool_name,
+            description=description,
+            requires=requires,
+            args_model=args_model,
+            result_model=result_model,
+            handler=typing.cast(Handler, function),
+            read_only=read_only,
+            destructive=destructive,
+            idempotent=idempotent or read_only,
+            open_world=open_world,
+            sensitive=frozenset(sensitive),
+            title=title,
+            facts=facts,
+            facts_model=facts_model,
+            money=tuple((money or {}).items()),
+        )
+        setattr(function, MARK, spec)
+        return function
+
+    return decorate
+
+
+def _facts_model(tool_name: str, loader: FactsLoader | None) -> type[Facts] | None:
+    if loader is None:
+        return None
+    if not inspect.iscoroutinefunction(loader):
+        raise TypeError(f"{tool_name}: a facts loader must be an async def")
+    returned = typing.get_type_hints(loader).get("return")
+    if not (isinstance(returned, type) and issubclass(returned, Facts)):
+        raise TypeError(f"{tool_name}: the facts loader must be annotated to return a Facts model")
+    return returned
