@@ -1,0 +1,200 @@
+"""Assembling a running Mandate: settings -> database, tool catalog, token verifier, enforcer, transports.
+
+One place builds the object graph for every transport, so HTTP and stdio apply exactly the same checks
+(STYLE.md: "auth that depends on the transport" is what to avoid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx2
+from mcp.server.lowlevel.server import Server
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
+
+from scopes.catalog import DEFAULT_CATALOG, load_catalog
+from server.auth.dev_issuer import DevIssuer
+from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
+from server.catalog import ToolCatalog
+from server.config import Settings
+from server.enforcement import Enforcer
+from server.http.bearer import BearerGuard
+from server.http.metadata import metadata_routes, metadata_url
+from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server
+from server.policy_runtime import PolicyRuntime, vocabulary_of
+from server.storage.database import Database
+from server.storage.schema import create_schema
+
+logger = logging.getLogger(__name__)
+
+
+def package_version() -> str:
+    try:
+        return version("mandate")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0.0.0"
+
+
+@dataclass
+class Mandate:
+    """The parts of one server process."""
+
+    settings: Settings
+    db: Database
+    catalog: ToolCatalog
+    enforcer: Enforcer
+    verifier: JwtVerifier
+    http_client: httpx2.AsyncClient
+
+    async def aclose(self) -> None:
+        await self.http_client.aclose()
+        await self.db.dispose()
+
+
+def trusted_issuers(settings: Settings, *, local_dev_jwks: bool) -> list[TrustedIssuer]:
+    issuers = [
+        TrustedIssuer(
+            issuer=cfg.issuer,
+            jwks_uri=cfg.jwks_uri,
+            algorithms=frozenset(cfg.algorithms),
+            accepted_types=frozenset(t.lower() for t in cfg.accepted_types),
+            tenant_claim=cfg.tenant_claim,
+        )
+        for cfg in settings.issuers
+    ]
+    if settings.dev_issuer:
+        dev = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
+        jwks_uri = str(dev.write_jwks_file()) if local_dev_jwks else f"{settings.dev_issuer_url}/jwks.json"
+        issuers.append(TrustedIssuer(issuer=settings.dev_issuer_url, jwks_uri=jwks_uri))
+    return issuers
+
+
+def load_tool_catalog(settings: Settings) -> ToolCatalog:
+    scopes = load_catalog(settings.catalog_path or DEFAULT_CATALOG)
+    return ToolCatalog.from_modules(settings.tool_modules, scopes)
+
+
+def load_policy_runtime(settings: Settings, catalog: ToolCatalog) -> PolicyRuntime:
+    """The policy in force, reloaded when its file changes; a policy that does not load stops the start."""
+    from scopes.policy import DEFAULT_POLICY
+
+    return PolicyRuntime(settings.policy_path or DEFAULT_POLICY, vocabulary=vocabulary_of(catalog))
+
+
+async def open_database(settings: Settings) -> tuple[Database, ToolCatalog]:
+    """The database with its schema in place (the tool catalog's modules declare the store's tables)."""
+    catalog = load_tool_catalog(settings)
+    db = Database(settings.effective_database_url)
+    try:
+        await create_schema(db)
+    except Exception:
+        await db.dispose()
+        raise
+    return db, catalog
+
+
+async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> Mandate:
+    """Build the parts and make sure the schema exists. ``local_dev_jwks``: read the dev JWKS from its file."""
+    db, catalog = await open_database(settings)
+    try:
+        policies = load_policy_runtime(settings, catalog)
+    except Exception:
+        await db.dispose()
+        raise
+    http_client = httpx2.AsyncClient(timeout=5.0, follow_redirects=False)
+    issuers = trusted_issuers(settings, local_dev_jwks=local_dev_jwks)
+    verifier = JwtVerifier(issuers, settings.audience, http_client=http_client)
+    enforcer = Enforcer(db, catalog, instance=settings.instance, policies=policies)
+    return Mandate(settings, db, catalog, enforcer, verifier, http_client)
+
+
+def build_server(mandate: Mandate, credentials: CredentialSource) -> Server[Any]:
+    return build_mcp_server(mandate.enforcer, credentials, package_version())
+
+
+def build_http_app(mandate: Mandate) -> Starlette:
+    """The streamable HTTP app: /mcp behind the bearer guard, RFC 9728 metadata, and the dev issuer's JWKS."""
+    settings = mandate.settings
+    server = build_server(mandate, HttpCredentials())
+    allowed_hosts = settings.allowed_hosts or [f"{settings.host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*"]
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
+    )
+    sdk_app = server.streamable_http_app(
+        streamable_http_path="/",
+        stateless_http=settings.stateless,
+        json_response=settings.json_response,
+        transport_security=security,
+    )
+    guard = BearerGuard(
+        _mount_root(sdk_app),
+        verifier=mandate.verifier,
+        catalog=mandate.catalog,
+        resource_metadata_url=metadata_url(settings.base_url, settings.audience),
+        record_refusal=mandate.enforcer.record_refusal,
+    )
+    issuer_urls = [i.issuer for i in settings.issuers] + ([settings.dev_issuer_url] if settings.dev_issuer else [])
+    routes: list[Route | Mount] = [
+        Route("/mcp", guard, methods=["GET", "POST", "DELETE"]),
+        *metadata_routes(settings.audience, issuer_urls, sorted(mandate.catalog.scopes.scopes)),
+        Route("/healthz", _healthz, methods=["GET"]),
+    ]
+    if settings.dev_issuer:
+        routes.extend(_dev_issuer_routes(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with server.session_manager.run():
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _mount_root(sdk_app: Starlette) -> Any:
+    """Call the SDK app as if /mcp were its root, so the guard can sit on the exact /mcp route."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await sdk_app(dict(scope, path="/", raw_path=b"/", root_path=""), receive, send)
+
+    return app
+
+
+async def _healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def _dev_issuer_routes(settings: Settings) -> list[Route]:
+    dev = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
+    jwks = dev.public_jwks()
+    metadata = {
+        "issuer": settings.dev_issuer_url,
+        "jwks_uri": f"{settings.dev_issuer_url}/jwks.json",
+        "token_endpoint_auth_methods_supported": ["none"],
+        "response_types_supported": [],
+        "grant_types_supported": [],
+        "mandate_development_only": True,
+    }
+
+    async def jwks_endpoint(_request: Request) -> JSONResponse:
+        return JSONResponse(jwks, headers={"Cache-Control": "public, max-age=60"})
+
+    async def metadata_endpoint(_request: Request) -> JSONResponse:
+        return JSONResponse(metadata)
+
+    return [
+        Route("/dev-issuer/jwks.json", jwks_endpoint, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server/dev-issuer", metadata_endpoint, methods=["GET"]),
+        Route("/dev-issuer/.well-known/openid-configuration", metadata_endpoint, methods=["GET"]),
+    ]

@@ -1,0 +1,82 @@
+"""Audit records for people and for machines: one-line summaries (``tail``), a full view (``show``), and the JSON
+object of each JSON Lines export (``export``; RFC 8259 values, one object per line, for SIEM ingestion).
+
+In the export, ``arguments`` and ``result_summary`` are JSON objects rather than the strings stored (their
+canonical JSON, :func:`server.audit.redaction.canonical_json`, gives the stored string back, so an exported record
+can still be checked against its hash), ``scopes`` is a list and ``at`` is RFC 3339 UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from server.audit.chain import canonical_time, row_hash
+from server.audit.query import AuditRow
+
+EXPORT_VERSION = 1
+
+
+def _parsed(text: object) -> Any:
+    try:
+        return json.loads(str(text))
+    except ValueError:
+        return text
+
+
+def export_object(row: AuditRow) -> dict[str, Any]:
+    data = dict(row)
+    data["at"] = canonical_time(row["at"])
+    data["arguments"] = _parsed(row["arguments"])
+    data["result_summary"] = _parsed(row["result_summary"])
+    data["scopes"] = str(row["scopes"]).split() if row["scopes"] else []
+    data["export_version"] = EXPORT_VERSION
+    return data
+
+
+def export_line(row: AuditRow) -> str:
+    return json.dumps(export_object(row), ensure_ascii=False, separators=(",", ":"))
+
+
+def _who(row: AuditRow) -> str:
+    client, subject = row["client_id"], row["subject"]
+    if client is None and subject is None:
+        return "(unauthenticated)"
+    if client == subject or subject is None:
+        return str(client)
+    return f"{client} ({subject})"
+
+
+def summary_line(row: AuditRow) -> str:
+    """``#42 2025-01-31T09:05:00.000123Z allow/succeeded refund_create refunds-agent (agent:refunds) ...``"""
+    what = row["tool"] or f"[{row['kind']}]"
+    parts = [
+        f"#{row['seq']}",
+        canonical_time(row["at"]),
+        f"{row['decision']}/{row['outcome']}",
+        str(what),
+        _who(row),
+    ]
+    if row["customer_id"]:
+        parts.append(f"customer={row['customer_id']}")
+    if row["reason_code"]:
+        parts.append(f"reason={row['reason_code']}")
+    if row["approval_id"]:
+        parts.append(f"approval={row['approval_id']}")
+    parts.append(f"{int(row['latency_us']) / 1000:.1f}ms")
+    parts.append(str(row["id"]))
+    return " ".join(parts)
+
+
+def detail_lines(row: AuditRow) -> list[str]:
+    """Every field, one per line, with the hash recomputed so the reader sees whether this record is intact."""
+    data = export_object(row)
+    data.pop("export_version")
+    width = max(len(key) for key in data)
+    lines = []
+    for key, value in data.items():
+        shown = json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, dict | list) else value
+        lines.append(f"{key:<{width}}  {'-' if shown is None else shown}")
+    intact = row_hash(row) == row["hash"]
+    lines.append(f"{'integrity':<{width}}  {'hash matches content' if intact else 'HASH DOES NOT MATCH CONTENT'}")
+    return lines

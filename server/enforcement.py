@@ -1,0 +1,415 @@
+"""The path of one tools/call and one tools/list, from a verified principal to a recorded answer.
+
+DESIGN.md section 3: visibility (scopes), strict argument validation, decision, then the effect and its audit record
+in ONE transaction, and an answer the model can read. Every invocation writes an audit record, whatever its
+outcome; a failure anywhere in the decision path denies the action (fail closed), and an action whose audit record
+cannot be written does not happen.
+
+The decision (docs/policy.md) runs inside the call's transaction: the tool's facts loader reads (and locks) the
+stored state, the ledger totals the policy needs are read under lock, :func:`scopes.policy.decide` judges, and for
+``allow`` the ledger reservation, the effect and the audit record commit together. A deny or an approval commits
+the audit record only. :meth:`Enforcer.explain` runs the same steps and rolls everything back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mcp_types as types
+from opentelemetry import trace
+from pydantic import BaseModel
+
+from scopes.policy import Decision, load_policy
+from server import ledger
+from server.admission import Admitted, Rejected, admit
+from server.audit import chain
+from server.audit.models import AuditRecord
+from server.audit.redaction import arguments_digest, canonical_json, redact
+from server.auth.principal import Principal
+from server.catalog import ToolCatalog
+from server.outcomes import Refusal
+from server.pending_approvals import ApprovalSink, AuditOnlyApprovals, PendingAction
+from server.policy_gate import (
+    Explanation,
+    Gate,
+    audit_summary,
+    concealed,
+    decide_in,
+    denial,
+    pending_result,
+    without_waiting,
+)
+from server.policy_runtime import PolicySource, StaticPolicy
+from server.storage.database import Database
+from server.toolkit import ToolContext, ToolError
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("mandate")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_audit_id() -> str:
+    return f"aud_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Where a request came from, for the audit record."""
+
+    transport: str
+    client_address: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    decision: str
+    outcome: str
+    reason_code: str | None = None
+    reason: str | None = None
+    rule_id: str | None = None
+    policy_version: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict[str, Any])
+    customer_id: str | None = None
+    approval_id: str | None = None
+
+
+def _trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def refusal_result(refusal: Refusal) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=refusal.message)],
+        structured_content=refusal.model_dump(mode="json", exclude_none=True),
+        is_error=True,
+    )
+
+
+def success_result(result: BaseModel) -> types.CallToolResult:
+    data = result.model_dump(mode="json")
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=canonical_json(data))],
+        structured_content=data,
+        is_error=False,
+    )
+
+
+class _RollBack(Exception):
+    def __init__(self, gate: Gate) -> None:
+        super().__init__("explain rolls back")
+        self.gate = gate
+
+
+class Enforcer:
+    """Applies Mandate's rules to tools/list and tools/call, and records every invocation."""
+
+    def __init__(
+        self,
+        db: Database,
+        catalog: ToolCatalog,
+        *,
+        instance: str,
+        clock: Callable[[], datetime] = utcnow,
+        policies: PolicySource | None = None,
+        approvals: ApprovalSink | None = None,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.instance = instance
+        self.clock = clock
+        self.policies: PolicySource = policies if policies is not None else StaticPolicy(load_policy())
+        self.approvals: ApprovalSink = approvals if approvals is not None else AuditOnlyApprovals()
+
+    # --- tools/list -------------------------------------------------------------------------------------------
+
+    async def list_tools(self, principal: Principal, info: CallInfo) -> list[types.Tool]:
+        started = time.perf_counter()
+        visible = self.catalog.visible_to(principal.scopes)
+        outcome = _Outcome("allow", "listed", summary={"tools": len(visible)})
+        await self._record_alone(principal, info, None, {}, frozenset(), outcome, started, kind="list")
+        return visible
+
+    # --- tools/call -------------------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, info: CallInfo
+    ) -> types.CallToolResult:
+        started = time.perf_counter()
+        raw = dict(arguments or {})
+        with tracer.start_as_current_span(f"tools/call {name}") as span:
+            span.set_attribute("mcp.tool.name", name)
+            span.set_attribute("mandate.principal.client_id", principal.client_id)
+            result, decision = await self._call(principal, name, raw, info, started)
+            span.set_attribute("mandate.decision", decision)
+            return result
+
+    async def _call(
+        self, principal: Principal, name: str, raw: dict[str, Any], info: CallInfo, started: float
+    ) -> tuple[types.CallToolResult, str]:
+        admitted = admit(self.catalog, principal, name, raw)
+        if isinstance(admitted, Rejected):
+            refusal = admitted.refusal
+            outcome = _Outcome("deny", admitted.ended, refusal.code, refusal.message)
+            audit_id = await self._record_alone(principal, info, name, raw, admitted.sensitive, outcome, started)
+            return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
+        return await self._act(admitted, principal, raw, info, started)
+
+    async def _gate(self, admitted: Admitted, ctx: ToolContext, *, lock: bool) -> Gate:
+        """Step 4, inside the call's transaction (:func:`server.policy_gate.decide_in`)."""
+        spec, policy = admitted.entry.spec, self.policies.current()
+        return await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=lock)
+
+    async def _act(
+        self, admitted: Admitted, principal: Principal, raw: dict[str, Any], info: CallInfo, started: float
+    ) -> tuple[types.CallToolResult, str]:
+        spec = admitted.entry.spec
+        audit_id = new_audit_id()
+        now = self.clock()
+        decided: list[Decision] = []
+
+        def record(outcome: _Outcome) -> AuditRecord:
+            entry = self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
+            entry.idempotency_key = admitted.idempotency_key
+            return entry
+
+        async def work(session: Any) -> tuple[types.CallToolResult, str]:
+            decided.clear()
+            ctx = ToolContext(principal=principal, session=session, now=now, audit_id=audit_id, tool_name=spec.name)
+            gate = await self._gate(admitted, ctx, lock=True)
+            decision = gate.decision
+            decided.append(decision)
+            if decision.effect != "allow":
+                return await self._refuse(session, gate, ctx, raw, record, admitted.idempotency_key)
+            await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=spec.name)
+            result = await spec.handler(admitted.args, ctx)
+            outcome = _decided("allow", "succeeded", decision, _summary(result), ctx.customer_id)
+            await chain.append(session, record(outcome))
+            return success_result(result), "allow"
+
+        try:
+            return await self.db.run_in_transaction(work)
+        except ToolError as exc:
+            decision = decided[-1] if decided else None
+            outcome = _Outcome(
+                "allow",
+                "failed",
+                exc.code,
+                exc.message,
+                policy_version=decision.policy_version if decision else None,
+                summary={"error": exc.code},
+            )
+            await self._record_alone(
+                principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id=audit_id
+            )
+            refusal = Refusal(
+                status="failed", code=exc.code, message=exc.message, details=exc.details, audit_id=audit_id
+            )
+            return refusal_result(refusal), "allow"
+        except Exception:
+            logger.exception("tool %s failed; its transaction was rolled back", spec.name)
+            message = "The action could not be completed because of an internal error; nothing was changed."
+            outcome = _Outcome("error", "failed", "internal_error", message)
+            try:
+                await self._record_alone(
+                    principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id=audit_id
+                )
+            except Exception:
+                logger.exception("the failure of %s could not be recorded either", spec.name)
+            refusal = Refusal(status="failed", code="internal_error", message=message, audit_id=audit_id)
+            return refusal_result(refusal), "error"
+
+    async def _refuse(
+        self,
+        session: Any,
+        gate: Gate,
+        ctx: ToolContext,
+        raw: dict[str, Any],
+        record: Callable[[_Outcome], AuditRecord],
+        idempotency_key: str | None,
+    ) -> tuple[types.CallToolResult, str]:
+        """A deny or an approval: record it in the call's transaction (which changes nothing else) and answer."""
+        decision, audit_id = gate.decision, ctx.audit_id
+        if decision.conceal:
+            await chain.append(session, record(_decided("deny", "refused", decision, {}, ctx.customer_id)))
+            return refusal_result(concealed(gate, audit_id)), "deny"
+        entry = self.catalog.get(ctx.tool_name)
+        if decision.effect == "approval" and entry is not None and entry.spec.read_only:
+            decision = without_waiting(decision)
+        if decision.effect == "approval":
+            outcome = _decided("approval", "pending_approval", decision, {}, ctx.customer_id)
+            outcome.approval_id = audit_id
+            pending = await self.approvals.request(
+                session,
+                PendingAction(
+                    audit_id=audit_id,
+                    principal=ctx.principal,
+                    tool=ctx.tool_name,
+                    arguments=raw,
+                    arguments_digest=arguments_digest(raw),
+                    decision=decision,
+                    requested_at=ctx.now,
+                    customer_id=ctx.customer_id,
+                    idempotency_key=idempotency_key,
+                ),
+            )
+            await chain.append(session, record(outcome))
+            return pending_result(pending), "approval"
+        if decision.error:
+            logger.error("policy %s: %s", decision.policy_version, decision.audit_reason)
+        kind = "error" if decision.error else "deny"
+        await chain.append(session, record(_decided(kind, "refused", decision, {}, ctx.customer_id)))
+        return refusal_result(denial(decision, audit_id)), "deny"
+
+    # --- explain ----------------------------------------------------------------------------------------------
+
+    async def explain(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, *, now: datetime | None = None
+    ) -> Explanation:
+        """The decision a call would get, without doing or recording anything (its transaction is rolled back)."""
+        admitted = admit(self.catalog, principal, name, dict(arguments or {}))
+        if isinstance(admitted, Rejected):
+            return Explanation(refusal=admitted.refusal)
+        spec = admitted.entry.spec
+        at = now or self.clock()
+
+        async def work(session: Any) -> None:
+            ctx = ToolContext(principal=principal, session=session, now=at, audit_id="explain", tool_name=spec.name)
+            raise _RollBack(await self._gate(admitted, ctx, lock=False))
+
+        try:
+            await self.db.run_in_transaction(work)
+        except _RollBack as done:
+            return Explanation(gate=done.gate)
+        except ToolError as exc:
+            return Explanation(
+                refusal=Refusal(status="failed", code=exc.code, message=exc.message, details=exc.details)
+            )
+        raise AssertionError("unreachable: explain always rolls back")  # pragma: no cover
+
+    # --- records ----------------------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        principal: Principal | None,
+        info: CallInfo,
+        tool: str | None,
+        raw: Mapping[str, Any],
+        sensitive: frozenset[str],
+        outcome: _Outcome,
+        started: float,
+        audit_id: str,
+        at: datetime,
+        kind: str = "call",
+    ) -> AuditRecord:
+        customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
+        return AuditRecord(
+            seq=0,
+            id=audit_id,
+            at=at,
+            instance=self.instance,
+            kind=kind,
+            subject=principal.subject if principal else None,
+            client_id=principal.client_id if principal else None,
+            issuer=principal.issuer if principal else None,
+            scopes=" ".join(sorted(principal.scopes)) if principal else None,
+            token_id=principal.token_id if principal else None,
+            tenant=principal.tenant if principal else None,
+            actor=principal.actor if principal else None,
+            transport=info.transport,
+            client_address=info.client_address,
+            client_name=info.client_name,
+            client_version=info.client_version,
+            tool=tool,
+            customer_id=customer_id,
+            arguments=canonical_json(redact(raw, sensitive)),
+            arguments_digest=arguments_digest(raw) if tool else None,
+            decision=outcome.decision,
+            reason_code=outcome.reason_code,
+            reason=outcome.reason,
+            rule_id=outcome.rule_id,
+            policy_version=outcome.policy_version,
+            outcome=outcome.outcome,
+            result_summary=canonical_json(outcome.summary),
+            latency_us=int((time.perf_counter() - started) * 1_000_000),
+            approval_id=outcome.approval_id,
+            request_id=info.request_id,
+            trace_id=_trace_id(),
+            prev_hash="",
+            hash="",
+        )
+
+    async def _record_alone(
+        self,
+        principal: Principal | None,
+        info: CallInfo,
+        tool: str | None,
+        raw: Mapping[str, Any],
+        sensitive: frozenset[str],
+        outcome: _Outcome,
+        started: float,
+        *,
+        audit_id: str | None = None,
+        kind: str = "call",
+    ) -> str:
+        """Write one record in a transaction of its own (for invocations that change nothing else)."""
+        record_id = audit_id or new_audit_id()
+        record = self._record(principal, info, tool, raw, sensitive, outcome, started, record_id, self.clock(), kind)
+
+        async def work(session: Any) -> None:
+            await chain.append(session, record)
+
+        await self.db.run_in_transaction(work)
+        return record_id
+
+    async def record_refusal(
+        self, principal: Principal | None, info: CallInfo, tool: str | None, code: str, reason: str, kind: str
+    ) -> str:
+        """Record a request refused before it reached a tool (HTTP 401/403 at the transport)."""
+        outcome = _Outcome("deny", "refused", code, reason)
+        return await self._record_alone(principal, info, tool, {}, frozenset(), outcome, time.perf_counter(), kind=kind)
+
+
+def _decided(kind: str, ended: str, decision: Decision, summary: dict[str, Any], customer_id: str | None) -> _Outcome:
+    """An outcome carrying the decision: its reason code, rule, policy version, and what shadow rules said."""
+    return _Outcome(
+        kind,
+        ended,
+        decision.reason_code,
+        decision.audit_reason or decision.reason,
+        decision.rule_id,
+        decision.policy_version,
+        summary=audit_summary(decision, summary),
+        customer_id=customer_id,
+    )
+
+
+def _string_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _summary(result: BaseModel) -> dict[str, Any]:
+    """A short, non-sensitive summary of a result for the audit record: its identifiers and status fields."""
+    data = result.model_dump(mode="json")
+    keep = {key: value for key, value in data.items() if key in _SUMMARY_KEYS or key.endswith("_id")}
+    if not keep and "items" not in data:
+        keep = {"fields": sorted(data)}
+    for key, value in data.items():
+        if isinstance(value, list):
+            keep[f"{key}_count"] = len(value)
+    return keep
+
+
+_SUMMARY_KEYS = frozenset({"id", "status", "amount", "currency", "refund_id", "order_id", "customer_id"})
