@@ -1,0 +1,403 @@
+"""``mandate audit``: verify, checkpoint, tail, show, export and trace the audit trail (DESIGN.md section 6).
+
+- ``verify [--checkpoint FILE]`` recomputes the hash chain and names the first bad record (exit 1 when broken);
+- ``checkpoint`` verifies, then signs the chain head with the Ed25519 key file (``--key``; created 0600 on first
+  use) and writes the checkpoint to a file outside the database;
+- ``tail [--follow]``, ``show ID`` and ``export --format jsonl`` read records, filtered by principal, tool,
+  decision, outcome, customer and time;
+- ``lineage`` goes from a refund, an order or an account change to the record that caused it, its principal, its
+  approval and its trace, or lists everything a client or subject did in a time range.
+
+Reads never hold a lock writers need: each batch is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from sqlalchemy.exc import DBAPIError
+
+from server.audit import checkpoint as checkpoints
+from server.audit.lineage import Effect, Trail, activity_of, trail_of
+from server.audit.progress import ProgressBar
+from server.audit.query import AuditFilter, AuditRow, BadQuery, page_newest_first, parse_time, record_by_id, rows_after
+from server.audit.render import detail_lines, export_line, summary_line
+from server.audit.verify import Anchor, VerifyReport, verify_chain
+from server.cli.common import CommandError
+from server.config import Settings
+from server.storage.database import Database
+
+EXIT_BROKEN = 1
+EXPORT_BATCH = 2000
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
+    db = Database(settings.effective_database_url)
+    if db.is_sqlite and db.url.database and not await anyio.Path(db.url.database).exists():
+        raise CommandError(f"no database at {db.url.database}")
+    try:
+        yield db
+    except DBAPIError as exc:
+        raise CommandError(f"cannot read the audit trail in {db.safe_url}: {type(exc.orig).__name__}") from None
+    finally:
+        await db.dispose()
+
+
+def _filter(args: argparse.Namespace) -> AuditFilter:
+    try:
+        return AuditFilter(
+            principal=args.principal,
+            tool=args.tool,
+            decision=args.decision,
+            outcome=args.outcome,
+            kind=args.kind,
+            customer_id=args.customer,
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until) if args.until else None,
+        )
+    except BadQuery as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _key_path(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.key) if args.key else checkpoints.default_key_path(settings.data_dir)
+
+
+# --- verify and checkpoint ------------------------------------------------------------------------------------
+
+
+def _report_text(report: VerifyReport, checkpoint: checkpoints.Checkpoint | None) -> str:
+    if report.first_break is not None:
+        return f"AUDIT CHAIN BROKEN: {report.first_break.describe()}"
+    lines = [
+        f"audit chain intact: {report.records:,} records (seq 1 to {report.last_seq}), head {report.last_hash[:16]}; "
+        f"checked in {report.seconds:.2f} s ({report.rate:,.0f} records/s)"
+    ]
+    if checkpoint is not None:
+        lines.append(
+            f"matches the checkpoint at seq {checkpoint.seq} signed {checkpoint.signed_at} with key {checkpoint.key_id}"
+        )
+    return "\n".join(lines)
+
+
+async def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    checkpoint = None
+    if args.checkpoint:
+        try:
+            public_key = checkpoints.load_verification_key(_key_path(args, settings))
+            checkpoint = checkpoints.read_checkpoint(Path(args.checkpoint), public_key)
+        except checkpoints.CheckpointError as exc:
+            raise CommandError(str(exc)) from None
+    anchor = Anchor(checkpoint.seq, checkpoint.hash) if checkpoint else None
+    bar = ProgressBar(sys.stderr, label="verifying", enabled=args.progress or sys.stderr.isatty())
+    async with _database(settings) as db:
+        try:
+            report = await verify_chain(db, anchor=anchor, batch_size=args.batch_size, progress=bar)
+        finally:
+            bar.close()
+    if args.json:
+        brk = report.first_break
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "records": report.records,
+                    "last_seq": report.last_seq,
+                    "last_hash": report.last_hash,
+                    "head_seq": report.head_seq,
+                    "seconds": round(report.seconds, 3),
+                    "checkpoint": {"seq": checkpoint.seq, "hash": checkpoint.hash} if checkpoint else None,
+                    "first_break": None
+                    if brk is None
+                    else {"seq": brk.seq, "record_id": brk.record_id, "problem": brk.problem, "detail": brk.detail},
+                }
+            )
+        )
+    else:
+        print(_report_text(report, checkpoint))
+    return 0 if report.ok else EXIT_BROKEN
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    return anyio.run(_verify, args, settings)
+
+
+async def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        key, created = checkpoints.load_or_create_signing_key(_key_path(args, settings))
+    except checkpoints.CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    if created:
+        print(f"created the checkpoint signing key {_key_path(args, settings)} (mode 0600)", file=sys.stderr)
+    async with _database(settings) as db:
+        report = await verify_chain(db)
+        if not report.ok and not args.no_verify:
+            print(f"not signing: {_report_text(report, None)}", file=sys.stderr)
+            return EXIT_BROKEN
+        async with db.session() as session:
+            last = await record_by_id(session, str(report.last_seq)) if report.last_seq else None
+            first = await record_by_id(session, "1") if report.last_seq else None
+    document = checkpoints.sign_checkpoint(
+        key,
+        seq=report.last_seq,
+        hash=report.last_hash,
+        record_id=str(last["id"]) if last else None,
+        record_at=last["at"] if last else None,
+        first_hash=str(first["hash"]) if first else None,
+        instance=settings.instance,
+    )
+    default = settings.data_dir / "audit-checkpoints" / f"checkpoint-{report.last_seq:012d}.json"
+    path = checkpoints.write_checkpoint(Path(args.out) if args.out else default, document)
+    print(f"signed checkpoint at seq {report.last_seq} (hash {report.last_hash[:16]}) written to {path}")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    return anyio.run(_checkpoint, args, settings)
+
+
+# --- tail, show, export -----------------------------------------------------------------------------------------
+
+
+async def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    audit_filter = _filter(args)
+    async with _database(settings) as db:
+        async with db.session() as session:
+            rows, _ = await page_newest_first(session, audit_filter, limit=args.lines)
+        last_seq = int(rows[0]["seq"]) if rows else 0
+        if not rows and args.follow:
+            async with db.session() as session:
+                newest, _ = await page_newest_first(session, AuditFilter(), limit=1)
+            last_seq = int(newest[0]["seq"]) if newest else 0
+        for row in reversed(rows):
+            print(summary_line(row), flush=True)
+        polls = 0
+        while args.follow and (args.max_polls is None or polls < args.max_polls):
+            await anyio.sleep(args.interval)
+            polls += 1
+            async with db.session() as session:
+                fresh = await rows_after(session, audit_filter, last_seq, limit=1000)
+            for row in fresh:
+                print(summary_line(row), flush=True)
+                last_seq = int(row["seq"])
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    return anyio.run(_tail, args, settings)
+
+
+async def _show(args: argparse.Namespace, settings: Settings) -> int:
+    async with _database(settings) as db, db.session() as session:
+        row = await record_by_id(session, args.id)
+    if row is None:
+        raise CommandError(f"no audit record {args.id}")
+    print(export_line(row) if args.json else "\n".join(detail_lines(row)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    return anyio.run(_show, args, settings)
+
+
+async def _export_to(out: TextIO, args: argparse.Namespace, settings: Settings) -> int:
+    audit_filter = _filter(args)
+    count, after = 0, 0
+    async with _database(settings) as db:
+        while True:
+            async with db.session() as session:
+                rows = await rows_after(session, audit_filter, after, limit=EXPORT_BATCH)
+            for row in rows:
+                out.write(export_line(row) + "\n")
+            count += len(rows)
+            if len(rows) < EXPORT_BATCH:
+                break
+            after = int(rows[-1]["seq"])
+    return count
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.out:
+        anyio.run(_export_to, sys.stdout, args, settings)
+        return 0
+    with Path(args.out).open("w", encoding="utf-8") as handle:
+        count = anyio.run(_export_to, handle, args, settings)
+    print(f"exported {count} records to {args.out}", file=sys.stderr)
+    return 0
+
+
+# --- lineage ----------------------------------------------------------------------------------------------------
+
+
+def _trail_text(trail: Trail) -> list[str]:
+    lines = [trail.effect.summary]
+    cause = trail.cause
+    if cause is None:
+        lines.append("  caused by  NO AUDIT RECORD FOUND (changed outside Mandate?)")
+        return lines
+    lines.append(f"  caused by  {summary_line(cause)}")
+    lines.append(
+        f"  principal  sub {cause['subject']}, client {cause['client_id']}, token {cause['token_id'] or '-'}, "
+        f"tenant {cause['tenant'] or '-'}, actor {cause['actor'] or '-'}, scopes {cause['scopes'] or '-'}"
+    )
+    if cause["approval_id"]:
+        lines.append(f"  approval   {cause['approval_id']}")
+        lines.extend(f"             {summary_line(row)}" for row in trail.approval)
+    else:
+        lines.append("  approval   none")
+    lines.append(f"  trace      {cause['trace_id'] or '-'}")
+    return lines
+
+
+async def _lineage(args: argparse.Namespace, settings: Settings) -> int:
+    from tools import audit as store
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    async with _database(settings) as db, db.session() as session:
+        if args.client_id or args.sub:
+            records = await activity_of(session, client_id=args.client_id, subject=args.sub, since=since, until=until)
+            effects = await store.effects_of(session, records)
+            trails = [await trail_of(session, effect) for effect in effects]
+            return _print_activity(args, records, trails)
+        found: list[Effect] | None
+        if args.refund:
+            refund = await store.refund_effect(session, args.refund)
+            found = [refund] if refund else None
+        elif args.account_change:
+            change = await store.account_change_effect(session, args.account_change)
+            found = [change] if change else None
+        else:
+            found = await store.order_effects(session, args.order)
+        if found is None:
+            kind = "refund" if args.refund else "account change" if args.account_change else "order"
+            raise CommandError(f"no such {kind}")
+        trails = [await trail_of(session, effect) for effect in found]
+    if args.json:
+        print(json.dumps([trail.as_dict() for trail in trails], ensure_ascii=False, indent=2))
+    elif not trails:
+        print(f"order {args.order}: no effects (not cancelled, not refunded)")
+    for trail in [] if args.json else trails:
+        print("\n".join(_trail_text(trail)))
+    return 0
+
+
+def _print_activity(args: argparse.Namespace, records: Sequence[AuditRow], trails: Sequence[Trail]) -> int:
+    who = f"client {args.client_id}" if args.client_id else f"subject {args.sub}"
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "records": [json.loads(export_line(row)) for row in records],
+                    "effects": [trail.as_dict() for trail in trails],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{len(records)} records by {who}; {len(trails)} effects")
+    if trails:
+        print("effects (to remediate):")
+        for trail in trails:
+            cause = f"#{trail.cause['seq']} {trail.cause['id']}" if trail.cause else "no record"
+            print(f"  {trail.effect.summary}  <- {cause}")
+    print("records:")
+    for row in records:
+        print(f"  {summary_line(row)}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace, settings: Settings) -> int:
+    return anyio.run(_lineage, args, settings)
+
+
+# --- the parser ---------------------------------------------------------------------------------------------------
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", help="data directory (default ./data)")
+    parser.add_argument("--database-url", dest="database_url", help="SQLAlchemy URL, e.g. postgresql://host/db")
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--principal", help="a sub or a client_id")
+    parser.add_argument("--tool", help="tool name")
+    parser.add_argument("--decision", choices=["allow", "deny", "approval", "error"])
+    parser.add_argument("--outcome", help="succeeded, denied, failed, pending_approval, refused, listed")
+    parser.add_argument("--kind", choices=["call", "list", "auth", "approval"])
+    parser.add_argument("--customer", help="customer id")
+    parser.add_argument("--since", help="at or after: 2025-01-31, 2025-01-31T09:00:00Z, or an age: 15m, 24h, 7d")
+    parser.add_argument("--until", help="before: same forms as --since")
+
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key",
+        help=f"Ed25519 checkpoint key file (default ${checkpoints.KEY_ENVIRONMENT}, else "
+        "DATA_DIR/audit-keys/checkpoint-ed25519.pem); keep it apart from the database",
+    )
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify, checkpoint, read and trace the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    verify = audit_sub.add_parser("verify", help="recompute the hash chain and name the first bad record")
+    _add_database_options(verify)
+    _add_key_option(verify)
+    verify.add_argument("--checkpoint", help="a signed checkpoint file to check the chain against (catches truncation)")
+    verify.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when not a TTY")
+    verify.add_argument("--batch-size", dest="batch_size", type=int, default=5000, help=argparse.SUPPRESS)
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(handler=cmd_verify)
+
+    checkpoint = audit_sub.add_parser("checkpoint", help="verify, then sign the chain head into a checkpoint file")
+    _add_database_options(checkpoint)
+    _add_key_option(checkpoint)
+    checkpoint.add_argument("--out", help="checkpoint file (default DATA_DIR/audit-checkpoints/checkpoint-SEQ.json)")
+    checkpoint.add_argument("--no-verify", dest="no_verify", action="store_true", help="sign even a broken chain")
+    checkpoint.set_defaults(handler=cmd_checkpoint)
+
+    tail = audit_sub.add_parser("tail", help="the latest records, one line each; --follow for new ones")
+    _add_database_options(tail)
+    _add_filters(tail)
+    tail.add_argument("-n", "--lines", type=int, default=20, help="how many recent records (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep polling for new records")
+    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    tail.add_argument("--max-polls", dest="max_polls", type=int, help="stop following after this many polls")
+    tail.set_defaults(handler=cmd_tail)
+
+    show = audit_sub.add_parser("show", help="one record in full, with its integrity")
+    _add_database_options(show)
+    show.add_argument("id", help="record id (aud_...) or chain position (seq)")
+    show.add_argument("--json", action="store_true", help="print the record as one JSON object")
+    show.set_defaults(handler=cmd_show)
+
+    export = audit_sub.add_parser("export", help="records as JSON Lines, for SIEM ingestion")
+    _add_database_options(export)
+    _add_filters(export)
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--out", help="file to write (default stdout)")
+    export.set_defaults(handler=cmd_export)
+
+    lineage = audit_sub.add_parser("lineage", help="from an effect to its cause, or from a client to its actions")
+    _add_database_options(lineage)
+    target = lineage.add_mutually_exclusive_group(required=True)
+    target.add_argument("--refund", help="refund id")
+    target.add_argument("--order", help="order id: its cancellation and refunds")
+    target.add_argument("--account-change", dest="account_change", help="account change id")
+    target.add_argument("--client-id", dest="client_id", help="everything this client did (with --since/--until)")
+    target.add_argument("--sub", help="everything this subject did (with --since/--until)")
+    lineage.add_argument("--since", help="at or after (with --client-id/--sub)")
+    lineage.add_argument("--until", help="before (with --client-id/--sub)")
+    lineage.add_argument("--json", action="store_true", help="print JSON")
+    lineage.set_defaults(handler=cmd_lineage)

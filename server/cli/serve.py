@@ -1,0 +1,123 @@
+"""``mandate serve``, ``mandate dev`` and ``mandate seed``: run the server and prepare its store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from server.cli.common import CommandError, add_server_options
+from server.config import Settings
+
+
+async def _seed(settings: Settings) -> bool:
+    from server.app import open_database
+    from tools.store.seed import seed_demo_store
+
+    db, _catalog = await open_database(settings)
+    try:
+        now = datetime.now(UTC)
+        return await db.run_in_transaction(lambda session: seed_demo_store(session, now))
+    finally:
+        await db.dispose()
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    added = anyio.run(_seed, settings)
+    print("seeded the demo store" if added else "the store already has data; nothing seeded")
+    return 0
+
+
+async def _serve_http(settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import build_http_app, open_mandate
+
+    mandate = await open_mandate(settings)
+    try:
+        app = build_http_app(mandate)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", server_header=False
+        )
+        server = uvicorn.Server(config)
+        print(f"mandate: serving MCP at {settings.audience} ({settings.describe()})", file=sys.stderr)
+        await server.serve()
+    finally:
+        await mandate.aclose()
+
+
+async def _serve_stdio(settings: Settings) -> None:
+    from server.app import open_mandate
+    from server.stdio import TOKEN_VARIABLE, serve_stdio
+
+    mandate = await open_mandate(settings, local_dev_jwks=True)
+    try:
+        await serve_stdio(mandate, os.environ.get(TOKEN_VARIABLE))
+    finally:
+        await mandate.aclose()
+
+
+def _require_issuer(settings: Settings) -> None:
+    if not settings.issuers and not settings.dev_issuer:
+        raise CommandError(
+            "no trusted issuer is configured: set [[issuers]] in MANDATE_CONFIG (or MANDATE_ISSUER), "
+            "or use --dev-issuer for local development"
+        )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    _require_issuer(settings)
+    if args.transport == "stdio":
+        anyio.run(_serve_stdio, settings)
+    else:
+        anyio.run(_serve_http, settings)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.model_copy(update={"dev_issuer": True})
+    added = anyio.run(_seed, settings)
+    env_prefix = "" if "MANDATE_DATA_DIR" not in os.environ else f"MANDATE_DATA_DIR={settings.data_dir} "
+    print(
+        "\n".join(
+            [
+                "Mandate development server (local dev issuer: DEVELOPMENT ONLY, never in production)",
+                f"  store:    {'seeded demo data' if added else 'existing data'} in {settings.describe()}",
+                f"  endpoint: {settings.audience}",
+                "",
+                "Get a token for a development agent (support, refunds, senior, supervisor, compliance):",
+                f"  {env_prefix}uv run mandate token mint --agent refunds",
+                "Connect with any MCP client over streamable HTTP, sending 'Authorization: Bearer <token>', e.g.:",
+                f"  npx @modelcontextprotocol/inspector --cli {settings.audience} "
+                '--header "Authorization: Bearer $TOKEN" --method tools/list',
+                "",
+            ]
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
+    anyio.run(_serve_http, settings)
+    return 0
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the MCP server")
+    add_server_options(serve)
+    serve.add_argument("--transport", choices=["http", "stdio"], default="http")
+    serve.add_argument(
+        "--dev-issuer", action="store_true", help="trust the local development issuer (development only)"
+    )
+    serve.add_argument("--stateful", action="store_true", help="stateful streamable HTTP sessions (default stateless)")
+    serve.set_defaults(handler=cmd_serve)
+
+    dev = sub.add_parser("dev", help="seed the demo store and serve it with the local development issuer")
+    add_server_options(dev)
+    dev.set_defaults(handler=cmd_dev)
+
+    seed = sub.add_parser("seed", help="create the schema and seed the demo store (idempotent)")
+    add_server_options(seed)
+    seed.set_defaults(handler=cmd_seed)

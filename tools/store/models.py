@@ -1,0 +1,96 @@
+"""Tables of the demo customer-service store (SQLModel), with money as integer minor units and UTC timestamps.
+
+The split between table models and the ``*Public`` models that tools return follows SQLModel's "multiple models"
+pattern, so a tool result never carries a column it should not (a tenant, an internal digest).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, Index
+from sqlmodel import Field, SQLModel
+
+from server.storage.types import UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc_column(nullable: bool = False) -> Column[datetime]:
+    return Column(UTCDateTime(), nullable=nullable)
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320, index=True)
+    phone: str = Field(max_length=40)
+    created_at: datetime = Field(sa_column=_utc_column())
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_customer_placed", "customer_id", "placed_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    customer_id: str = Field(foreign_key="customers.id", max_length=40)
+    tenant: str = Field(index=True, max_length=64)
+    status: OrderStatus = Field(max_length=20)
+    currency: str = Field(max_length=3)
+    total_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    refunded_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    placed_at: datetime = Field(sa_column=_utc_column())
+    cancelled_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    cancel_reason: str | None = Field(default=None, max_length=500)
+
+
+class OrderLine(SQLModel, table=True):
+    __tablename__ = "order_lines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=40)
+    sku: str = Field(max_length=40)
+    description: str = Field(max_length=200)
+    quantity: int
+    unit_price_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Refund(SQLModel, table=True):
+    __tablename__ = "refunds"
+
+    id: str = Field(primary_key=True, max_length=40)
+    order_id: str = Field(foreign_key="orders.id", index=True, max_length=40)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=40)
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    reason: str = Field(max_length=500)
+    created_at: datetime = Field(sa_column=_utc_column())
+    created_by: str = Field(max_length=400, description="the principal key of the agent that refunded")
+    audit_id: str = Field(index=True, max_length=40, description="the audit record of the invocation that refunded")
+
+
+class AccountChange(SQLModel, table=True):
+    __tablename__ = "account_changes"
+
+    id: str = Field(primary_key=True, max_length=40)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=40)
+    field_name: str = Field(max_length=40)
+    old_value: str = Field(max_length=320)
+    new_value: str = Field(max_length=320)
+    created_at: datetime = Field(sa_column=_utc_column())
+    created_by: str = Field(max_length=400)
+    audit_id: str = Field(index=True, max_length=40)
