@@ -1,0 +1,1 @@
+"""Tests of the token verification layer, server/auth."""

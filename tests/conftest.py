@@ -1,0 +1,156 @@
+"""Shared fixtures: a real database (a SQLite file, or PostgreSQL when MANDATE_TEST_DATABASE_URL is set), a real
+development issuer signing real tokens, and in-process MCP clients through the SDK's in-memory transport.
+
+The whole suite runs against PostgreSQL by setting ``MANDATE_TEST_DATABASE_URL=postgresql://127.0.0.1:5432/test``:
+each test then gets a schema of its own (``search_path``), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from mcp.client import Client
+
+from server.app import Mandate, build_server, open_mandate
+from server.auth.dev_issuer import DevIssuer
+from server.config import Settings
+from server.stdio import EnvironmentCredentials
+from tools.store.seed import seed_demo_store
+
+POSTGRES_URL = os.environ.get("MANDATE_TEST_DATABASE_URL", "")
+
+AGENT_SCOPES: dict[str, tuple[str, ...]] = {
+    "support": ("customers:read", "orders:read"),
+    "refunds": ("customers:read", "orders:read", "refunds:create"),
+    "senior": (
+        "customers:read",
+        "customers:pii",
+        "orders:read",
+        "orders:cancel",
+        "refunds:create",
+        "refunds:create:large",
+        "accounts:write",
+    ),
+    "supervisor": ("approvals:decide", "audit:read", "customers:read", "orders:read"),
+    "nothing": (),
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    if not POSTGRES_URL:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'mandate.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        dev_issuer=True,
+        port=8000,
+        instance="test-instance",
+    )
+
+
+class Harness:
+    """A running Mandate (without a transport) plus a development issuer to mint real tokens for it."""
+
+    def __init__(self, mandate: Mandate) -> None:
+        self.mandate = mandate
+        self.issuer = DevIssuer.load_or_create(mandate.settings.data_dir, mandate.settings.dev_issuer_url)
+
+    def token(
+        self,
+        agent: str = "support",
+        *,
+        scopes: tuple[str, ...] | None = None,
+        subject: str | None = None,
+        client_id: str | None = None,
+        tenant: str | None = None,
+        ttl: timedelta = timedelta(minutes=10),
+        extra_claims: dict[str, Any] | None = None,
+    ) -> str:
+        return self.issuer.mint(
+            subject=subject or f"agent:{agent}",
+            client_id=client_id or f"{agent}-agent",
+            scopes=AGENT_SCOPES[agent] if scopes is None else scopes,
+            audience=self.mandate.settings.audience,
+            ttl=ttl,
+            tenant=tenant,
+            extra_claims=extra_claims,
+        )
+
+    def signed(self, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
+        """A token with exactly these claims, signed with the development issuer's real key (for bad-token tests)."""
+        key = ECKey.import_key(json.loads((self.issuer.jwks_path.parent / "signing-key.json").read_text()))
+        base = {"alg": "ES256", "typ": "at+jwt", "kid": self.issuer.kid}
+        return jwt.encode({**base, **(header or {})}, claims, key, algorithms=["ES256"])
+
+    def claims(self, agent: str = "support", **overrides: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.mandate.settings.dev_issuer_url,
+            "sub": f"agent:{agent}",
+            "aud": self.mandate.settings.audience,
+            "client_id": f"{agent}-agent",
+            "scope": " ".join(AGENT_SCOPES[agent]),
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "jti": uuid.uuid4().hex,
+        }
+        claims.update(overrides)
+        return {key: value for key, value in claims.items() if value is not None}
+
+    @asynccontextmanager
+    async def client_with_token(self, token: str) -> AsyncIterator[Client]:
+        server = build_server(self.mandate, EnvironmentCredentials(token, self.mandate.verifier))
+        async with Client(server, mode="legacy") as client:
+            yield client
+
+    @asynccontextmanager
+    async def client(self, agent: str = "support", **token_options: Any) -> AsyncIterator[Client]:
+        """An MCP client connected in process, authenticated as ``agent`` with a real, verified token."""
+        async with self.client_with_token(self.token(agent, **token_options)) as client:
+            yield client
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    mandate = await open_mandate(settings, local_dev_jwks=True)
+    try:
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        await mandate.db.run_in_transaction(lambda session: seed_demo_store(session, now))
+        yield Harness(mandate)
+    finally:
+        await mandate.aclose()
