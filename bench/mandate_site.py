@@ -1,0 +1,60 @@
+"""Mandate's side of the comparison: full enforcement over the benchmark catalog.
+
+Token verification (the development issuer's real ES256 tokens, JWKS read from its file and cached), scope
+filtering (every tool needs a scope; the token holds them all), strict argument validation, the policy decision
+(``bench/policy.py`` configures a cumulative cap on ``bench_spend`` once the policy engine exists), and the audit
+record, written durably in the call's own transaction (SQLite in WAL mode, or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from bench.catalog_tools import ALL_SCOPES, catalog_module
+from bench.policy import configure_policy
+from server.app import Mandate, open_mandate
+from server.auth.dev_issuer import DevIssuer
+from server.config import Settings
+
+BENCH_SCOPES = Path(__file__).with_name("scopes.toml")
+
+
+BENCH_AUDIENCE = "http://127.0.0.1/mcp"
+"""The resource URL every benchmarked Mandate answers for (the sites of one process share it, whatever their port)."""
+
+
+def bench_settings(data_dir: Path, *, tools: int, stateless: bool = True, database_url: str | None = None) -> Settings:
+    """The settings of one benchmarked Mandate; the parent and the server process build the same ones."""
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host="127.0.0.1",
+        resource_url=BENCH_AUDIENCE,
+        dev_issuer=True,
+        stateless=stateless,
+        json_response=True,
+        instance="bench",
+        tool_modules=[catalog_module(tools)],
+        catalog_path=BENCH_SCOPES,
+        log_level="WARNING",
+    )
+    return configure_policy(settings)
+
+
+def mint_token(settings: Settings, *, ttl: timedelta = timedelta(hours=2)) -> str:
+    """A real development-issuer token for the benchmark agent, holding every benchmark scope."""
+    issuer = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
+    return issuer.mint(
+        subject="agent:bench",
+        client_id="bench-agent",
+        scopes=ALL_SCOPES,
+        audience=settings.audience,
+        ttl=ttl,
+    )
+
+
+async def open_bench_mandate(settings: Settings) -> Mandate:
+    """The running parts, with the JWKS read from the development issuer's file (fetched once, then cached)."""
+    DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url).write_jwks_file()
+    return await open_mandate(settings, local_dev_jwks=True)
