@@ -23,6 +23,8 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from scopes.catalog import DEFAULT_CATALOG, load_catalog
+from server.approvals import ApprovalDesk
+from server.approvals.maintenance import Maintenance, running
 from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.catalog import ToolCatalog
@@ -34,6 +36,7 @@ from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_serve
 from server.policy_runtime import PolicyRuntime, vocabulary_of
 from server.storage.database import Database
 from server.storage.schema import create_schema
+from server.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,17 @@ class Mandate:
     enforcer: Enforcer
     verifier: JwtVerifier
     http_client: httpx2.AsyncClient
+    approvals: ApprovalDesk
+
+    @contextlib.asynccontextmanager
+    async def upkeep(self) -> AsyncIterator[Maintenance]:
+        """The background task of a serving process: expire approvals, deliver webhooks, purge old idempotency keys.
+
+        Every replica runs it; they coordinate through the database only (docs/approvals.md).
+        """
+        interval = self.settings.background_interval_seconds
+        async with running(self.db, self.approvals, interval=interval, clock=self.enforcer.clock) as maintenance:
+            yield maintenance
 
     async def aclose(self) -> None:
         await self.http_client.aclose()
@@ -114,8 +128,12 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
     http_client = httpx2.AsyncClient(timeout=5.0, follow_redirects=False)
     issuers = trusted_issuers(settings, local_dev_jwks=local_dev_jwks)
     verifier = JwtVerifier(issuers, settings.audience, http_client=http_client)
-    enforcer = Enforcer(db, catalog, instance=settings.instance, policies=policies)
-    return Mandate(settings, db, catalog, enforcer, verifier, http_client)
+    enforcer = Enforcer(db, catalog, instance=settings.instance, policies=policies, keys=settings.idempotency)
+    approvals = ApprovalDesk(
+        settings.approvals, Webhooks(settings.webhook), runner=enforcer, sensitive=enforcer.sensitive
+    )
+    enforcer.approvals = approvals
+    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals)
 
 
 def build_server(mandate: Mandate, credentials: CredentialSource) -> Server[Any]:
@@ -156,7 +174,7 @@ def build_http_app(mandate: Mandate) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with server.session_manager.run():
+        async with server.session_manager.run(), mandate.upkeep():
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)

@@ -17,24 +17,26 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from opentelemetry import trace
 from pydantic import BaseModel
 
 from scopes.policy import Decision, load_policy
-from server import ledger
+from server import idempotency, ledger
 from server.admission import Admitted, Rejected, admit
+from server.approvals.store import requester_principal, stored_arguments
 from server.audit import chain
 from server.audit.models import AuditRecord
 from server.audit.redaction import arguments_digest, canonical_json, redact
 from server.auth.principal import Principal
 from server.catalog import ToolCatalog
+from server.config import IdempotencySettings
 from server.outcomes import Refusal
-from server.pending_approvals import ApprovalSink, AuditOnlyApprovals, PendingAction
+from server.pending_approvals import PendingAction
 from server.policy_gate import (
     Explanation,
     Gate,
@@ -49,8 +51,18 @@ from server.policy_runtime import PolicySource, StaticPolicy
 from server.storage.database import Database
 from server.toolkit import ToolContext, ToolError
 
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from server.approvals.desk import ApprovalDesk, Execution
+    from server.approvals.models import Approval
+
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("mandate")
+
+
+IDEMPOTENCY_META = "io.mandate/idempotency"
+"""``_meta`` key of a replayed answer: ``{"replayed": true, "key", "original_audit_id", "audit_id"}``."""
 
 
 def utcnow() -> datetime:
@@ -124,14 +136,17 @@ class Enforcer:
         instance: str,
         clock: Callable[[], datetime] = utcnow,
         policies: PolicySource | None = None,
-        approvals: ApprovalSink | None = None,
+        keys: IdempotencySettings | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.instance = instance
         self.clock = clock
         self.policies: PolicySource = policies if policies is not None else StaticPolicy(load_policy())
-        self.approvals: ApprovalSink = approvals if approvals is not None else AuditOnlyApprovals()
+        self.keys = keys if keys is not None else IdempotencySettings()
+        self.approvals: ApprovalDesk | None = None
+        """Where actions that need a human go (:mod:`server.approvals`); set by :func:`server.app.open_mandate`.
+        Without it a decision of ``approval`` is refused (fail closed), never allowed."""
 
     # --- tools/list -------------------------------------------------------------------------------------------
 
@@ -165,7 +180,84 @@ class Enforcer:
             outcome = _Outcome("deny", admitted.ended, refusal.code, refusal.message)
             audit_id = await self._record_alone(principal, info, name, raw, admitted.sensitive, outcome, started)
             return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
-        return await self._act(admitted, principal, raw, info, started)
+        if admitted.idempotency_key is None:
+            return await self._act(admitted, principal, raw, info, started, None)
+        return await self._act_once(admitted, principal, raw, info, started, admitted.idempotency_key)
+
+    # --- idempotency keys (docs/approvals.md, "Idempotency keys") ---------------------------------------------
+
+    async def _act_once(
+        self, admitted: Admitted, principal: Principal, raw: dict[str, Any], info: CallInfo, started: float, key: str
+    ) -> tuple[types.CallToolResult, str]:
+        """A call with an idempotency key: claim the key, then run it once, or answer as the first call did."""
+        spec = admitted.entry.spec
+        now = self.clock()
+        try:
+            claimed = await idempotency.claim(
+                self.db,
+                principal_key=principal.key,
+                tool=spec.name,
+                key=key,
+                arguments_digest=arguments_digest(raw),
+                now=now,
+                ttl=timedelta(seconds=self.keys.ttl_seconds),
+                lease=timedelta(seconds=self.keys.lease_seconds),
+            )
+        except Exception:
+            logger.exception("the idempotency key of a %s call could not be claimed; the call is refused", spec.name)
+            return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, new_audit_id())
+        if isinstance(claimed, idempotency.Claimed):
+            return await self._act(admitted, principal, raw, info, started, claimed)
+        if isinstance(claimed, idempotency.Replay):
+            return await self._replay(claimed, principal, info, spec.name, raw, spec.sensitive, started, key), "allow"
+        if isinstance(claimed, idempotency.Mismatch):
+            refusal = Refusal(
+                status="denied",
+                code="idempotency_key_reused",
+                message="This idempotency key was already used with different arguments, so nothing was done. "
+                "Use a new key for a different request.",
+            )
+        else:
+            refusal = Refusal(
+                status="denied",
+                code="idempotency_in_progress",
+                message="A request with this idempotency key is still running; nothing more was done. Retry in "
+                f"{claimed.retry_after_seconds} s to get its answer.",
+                details={"retryable": True, "retry_after_seconds": claimed.retry_after_seconds},
+            )
+        outcome = _Outcome("deny", "refused", refusal.code, refusal.message)
+        audit_id = await self._record_alone(principal, info, spec.name, raw, spec.sensitive, outcome, started)
+        return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
+
+    async def _replay(
+        self,
+        replay: idempotency.Replay,
+        principal: Principal,
+        info: CallInfo,
+        tool: str,
+        raw: dict[str, Any],
+        sensitive: frozenset[str],
+        started: float,
+        key: str,
+    ) -> types.CallToolResult:
+        """The stored answer again (a pending approval brought up to date), recorded as a replay; no effect."""
+        result = replay.result
+        if self.approvals is not None:
+            async with self.db.session() as session:
+                result = await self.approvals.refresh(session, principal, result, self.clock())
+        summary = {"replay_of": replay.audit_id}
+        outcome = _Outcome(
+            "allow", "replayed", "idempotent_replay", "the stored answer of an earlier call", summary=summary
+        )
+        audit_id = await self._record_alone(principal, info, tool, raw, sensitive, outcome, started)
+        meta = dict(result.meta or {})
+        meta[IDEMPOTENCY_META] = {
+            "replayed": True,
+            "key": key,
+            "original_audit_id": replay.audit_id,
+            "audit_id": audit_id,
+        }
+        return result.model_copy(update={"meta": meta})
 
     async def _gate(self, admitted: Admitted, ctx: ToolContext, *, lock: bool) -> Gate:
         """Step 4, inside the call's transaction (:func:`server.policy_gate.decide_in`)."""
@@ -173,12 +265,19 @@ class Enforcer:
         return await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=lock)
 
     async def _act(
-        self, admitted: Admitted, principal: Principal, raw: dict[str, Any], info: CallInfo, started: float
+        self,
+        admitted: Admitted,
+        principal: Principal,
+        raw: dict[str, Any],
+        info: CallInfo,
+        started: float,
+        claimed: idempotency.Claimed | None,
     ) -> tuple[types.CallToolResult, str]:
         spec = admitted.entry.spec
         audit_id = new_audit_id()
         now = self.clock()
         decided: list[Decision] = []
+        contexts: list[ToolContext] = []
 
         def record(outcome: _Outcome) -> AuditRecord:
             entry = self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
@@ -187,20 +286,28 @@ class Enforcer:
 
         async def work(session: Any) -> tuple[types.CallToolResult, str]:
             decided.clear()
-            ctx = ToolContext(principal=principal, session=session, now=now, audit_id=audit_id, tool_name=spec.name)
+            ctx = self._context(principal, session, now, audit_id, spec.name)
+            contexts[:] = [ctx]
             gate = await self._gate(admitted, ctx, lock=True)
             decision = gate.decision
             decided.append(decision)
             if decision.effect != "allow":
-                return await self._refuse(session, gate, ctx, raw, record, admitted.idempotency_key)
+                answer, kind = await self._refuse(session, gate, ctx, raw, record, admitted.idempotency_key)
+                if claimed is not None and kind == "approval":  # a retry with the key follows the same approval
+                    await idempotency.complete(session, claimed, answer, audit_id)
+                return answer, kind
             await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=spec.name)
             result = await spec.handler(admitted.args, ctx)
             outcome = _decided("allow", "succeeded", decision, _summary(result), ctx.customer_id)
+            outcome.approval_id = ctx.approval_id
             await chain.append(session, record(outcome))
-            return success_result(result), "allow"
+            answer = success_result(result)
+            if claimed is not None:  # the stored answer commits with the effect, or neither does
+                await idempotency.complete(session, claimed, answer, audit_id)
+            return answer, "allow"
 
         try:
-            return await self.db.run_in_transaction(work)
+            answer, kind = await self.db.run_in_transaction(work)
         except ToolError as exc:
             decision = decided[-1] if decided else None
             outcome = _Outcome(
@@ -211,25 +318,70 @@ class Enforcer:
                 policy_version=decision.policy_version if decision else None,
                 summary={"error": exc.code},
             )
-            await self._record_alone(
-                principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id=audit_id
-            )
+            if contexts:  # what the tool had set before it refused (the approval it acted on)
+                outcome.approval_id = contexts[-1].approval_id
+                outcome.customer_id = contexts[-1].customer_id
             refusal = Refusal(
                 status="failed", code=exc.code, message=exc.message, details=exc.details, audit_id=audit_id
             )
-            return refusal_result(refusal), "allow"
-        except Exception:
-            logger.exception("tool %s failed; its transaction was rolled back", spec.name)
-            message = "The action could not be completed because of an internal error; nothing was changed."
-            outcome = _Outcome("error", "failed", "internal_error", message)
+            answer = refusal_result(refusal)
             try:
                 await self._record_alone(
-                    principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id=audit_id
+                    principal,
+                    info,
+                    spec.name,
+                    raw,
+                    spec.sensitive,
+                    outcome,
+                    started,
+                    audit_id=audit_id,
+                    claimed=(claimed, answer),
                 )
             except Exception:
-                logger.exception("the failure of %s could not be recorded either", spec.name)
-            refusal = Refusal(status="failed", code="internal_error", message=message, audit_id=audit_id)
-            return refusal_result(refusal), "error"
+                logger.exception("the refusal of a %s call could not be recorded; the call is refused", spec.name)
+                await self._release(claimed)
+                return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, audit_id)
+            return answer, "allow"
+        except Exception:
+            logger.exception("tool %s failed; its transaction was rolled back", spec.name)
+            await self._release(claimed)
+            return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, audit_id)
+        if claimed is not None and kind in ("deny", "error"):  # nothing happened: a retry with the key runs anew
+            await self._release(claimed)
+        return answer, kind
+
+    async def _release(self, claimed: idempotency.Claimed | None) -> None:
+        if claimed is None:
+            return
+        try:
+            await idempotency.release(self.db, claimed)
+        except Exception:  # the claim's lease runs out, and a retry takes it over then
+            logger.exception("an idempotency claim could not be released")
+
+    async def _internal_error(
+        self,
+        principal: Principal,
+        info: CallInfo,
+        tool: str,
+        raw: dict[str, Any],
+        sensitive: frozenset[str],
+        started: float,
+        audit_id: str,
+    ) -> tuple[types.CallToolResult, str]:
+        """Fail closed: the action did not happen; say so, and record it if the database lets us."""
+        message = "The action could not be completed because of an internal error; nothing was changed."
+        outcome = _Outcome("error", "failed", "internal_error", message)
+        try:
+            await self._record_alone(principal, info, tool, raw, sensitive, outcome, started, audit_id=audit_id)
+        except Exception:
+            logger.exception("the failure of %s could not be recorded either", tool)
+        refusal = Refusal(status="failed", code="internal_error", message=message, audit_id=audit_id)
+        return refusal_result(refusal), "error"
+
+    def _context(self, principal: Principal, session: Any, now: datetime, audit_id: str, tool: str) -> ToolContext:
+        return ToolContext(
+            principal=principal, session=session, now=now, audit_id=audit_id, tool_name=tool, approvals=self.approvals
+        )
 
     async def _refuse(
         self,
@@ -248,9 +400,15 @@ class Enforcer:
         entry = self.catalog.get(ctx.tool_name)
         if decision.effect == "approval" and entry is not None and entry.spec.read_only:
             decision = without_waiting(decision)
-        if decision.effect == "approval":
+        if decision.effect == "approval" and self.approvals is None:
+            decision = replace(
+                decision,
+                effect="deny",
+                reason_code="approvals_unavailable",
+                reason=f"{decision.reason} This server takes no approvals, so the call is refused.",
+            )
+        if decision.effect == "approval" and self.approvals is not None:
             outcome = _decided("approval", "pending_approval", decision, {}, ctx.customer_id)
-            outcome.approval_id = audit_id
             pending = await self.approvals.request(
                 session,
                 PendingAction(
@@ -265,6 +423,7 @@ class Enforcer:
                     idempotency_key=idempotency_key,
                 ),
             )
+            outcome.approval_id = pending.approval_id
             await chain.append(session, record(outcome))
             return pending_result(pending), "approval"
         if decision.error:
@@ -272,6 +431,111 @@ class Enforcer:
         kind = "error" if decision.error else "deny"
         await chain.append(session, record(_decided(kind, "refused", decision, {}, ctx.customer_id)))
         return refusal_result(denial(decision, audit_id)), "deny"
+
+    # --- running an approved action (server.approvals.desk.ActionRunner) --------------------------------------
+
+    async def run_approved(self, session: AsyncSession, approval: Approval, now: datetime) -> Execution:
+        """Run an approved action once, as its requester, inside the approver's transaction (docs/approvals.md).
+
+        The stored arguments (checked against the digest the approval was bound to) are admitted again, the policy
+        decides again with the rules that required approval waived for this action only (every other condition,
+        ledger totals included, is checked against the current state), then the ledger, the effect and the audit
+        record (with the approval id) are written in a savepoint. A refusal now rolls the savepoint back and is
+        recorded as a failed run; only an internal failure raises (and the approver's whole transaction with it).
+        """
+        from server.approvals.desk import Execution
+
+        started = time.perf_counter()
+        audit_id = new_audit_id()
+        principal = requester_principal(approval)
+        info = CallInfo(transport="approval", request_id=approval.id)
+        tool = approval.tool
+        sensitive = self.sensitive(tool)
+        try:
+            arguments = stored_arguments(approval)
+        except ValueError as exc:
+            refusal = Refusal(status="failed", code="approval_arguments_changed", message=f"{exc}; nothing was done.")
+            return await self._failed_run(
+                session, approval, principal, info, {}, sensitive, refusal, started, audit_id, now
+            )
+        admitted = admit(self.catalog, principal, tool, dict(arguments))
+        if isinstance(admitted, Rejected):
+            refusal = admitted.refusal
+            return await self._failed_run(
+                session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now
+            )
+        spec = admitted.entry.spec
+        waived = frozenset(approval.waived_rules.split())
+        savepoint = await session.begin_nested()
+        try:
+            ctx = self._context(principal, session, now, audit_id, tool)
+            policy = self.policies.current()
+            gate = await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=True, approved=waived)
+            decision = gate.decision
+            if decision.effect != "allow":
+                await savepoint.rollback()
+                if decision.conceal:
+                    refusal = concealed(gate, audit_id)
+                else:
+                    refusal = denial(decision, audit_id)
+                    if decision.effect == "approval":
+                        refusal = refusal.model_copy(
+                            update={"message": f"{decision.reason} It needs another approval, so nothing was done."}
+                        )
+                return await self._failed_run(
+                    session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now, decision
+                )
+            await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=tool)
+            result = await spec.handler(admitted.args, ctx)
+            outcome = _decided(
+                "allow", "succeeded", decision, _summary(result), ctx.customer_id or approval.customer_id
+            )
+            outcome.approval_id = approval.id
+            record = self._record(principal, info, tool, arguments, sensitive, outcome, started, audit_id, now)
+            await chain.append(session, record)
+            await savepoint.commit()
+            return Execution(succeeded=True, result=success_result(result), audit_id=audit_id)
+        except ToolError as exc:
+            if savepoint.is_active:
+                await savepoint.rollback()
+            refusal = Refusal(status="failed", code=exc.code, message=exc.message, details=exc.details)
+            return await self._failed_run(
+                session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now
+            )
+
+    async def _failed_run(
+        self,
+        session: AsyncSession,
+        approval: Approval,
+        principal: Principal,
+        info: CallInfo,
+        arguments: Mapping[str, Any],
+        sensitive: frozenset[str],
+        refusal: Refusal,
+        started: float,
+        audit_id: str,
+        now: datetime,
+        decision: Decision | None = None,
+    ) -> Execution:
+        from server.approvals.desk import Execution
+
+        message = f"Approved, but refused when it ran: {refusal.message}"
+        outcome = (
+            _decided("deny", "failed", decision, {"error": refusal.code}, approval.customer_id)
+            if decision is not None
+            else _Outcome("allow", "failed", refusal.code, refusal.message, summary={"error": refusal.code})
+        )
+        outcome.customer_id = outcome.customer_id or approval.customer_id
+        outcome.approval_id = approval.id
+        record = self._record(principal, info, approval.tool, arguments, sensitive, outcome, started, audit_id, now)
+        await chain.append(session, record)
+        answer = refusal_result(refusal.model_copy(update={"message": message, "audit_id": audit_id}))
+        return Execution(succeeded=False, result=answer, audit_id=audit_id, code=refusal.code, message=message)
+
+    def sensitive(self, tool: str) -> frozenset[str]:
+        """The argument fields of ``tool`` that records and lists show redacted."""
+        entry = self.catalog.get(tool)
+        return entry.spec.sensitive if entry is not None else frozenset()
 
     # --- explain ----------------------------------------------------------------------------------------------
 
@@ -363,13 +627,19 @@ class Enforcer:
         *,
         audit_id: str | None = None,
         kind: str = "call",
+        claimed: tuple[idempotency.Claimed | None, types.CallToolResult] | None = None,
     ) -> str:
-        """Write one record in a transaction of its own (for invocations that change nothing else)."""
+        """Write one record in a transaction of its own (for invocations that change nothing else).
+
+        ``claimed``: an idempotency claim to complete with this answer in the same transaction (a tool's refusal).
+        """
         record_id = audit_id or new_audit_id()
         record = self._record(principal, info, tool, raw, sensitive, outcome, started, record_id, self.clock(), kind)
 
         async def work(session: Any) -> None:
             await chain.append(session, record)
+            if claimed is not None and claimed[0] is not None:
+                await idempotency.complete(session, claimed[0], claimed[1], record_id)
 
         await self.db.run_in_transaction(work)
         return record_id

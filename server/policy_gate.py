@@ -41,9 +41,19 @@ class Explanation:
 
 
 async def decide_in(
-    spec: ToolSpec, args: BaseModel, policy_args: Mapping[str, Any], ctx: ToolContext, policy: Policy, *, lock: bool
+    spec: ToolSpec,
+    args: BaseModel,
+    policy_args: Mapping[str, Any],
+    ctx: ToolContext,
+    policy: Policy,
+    *,
+    lock: bool,
+    approved: frozenset[str] = frozenset(),
 ) -> Gate:
-    """Facts, ledger totals (held until the transaction ends when ``lock``), and the decision."""
+    """Facts, ledger totals (held until the transaction ends when ``lock``), and the decision.
+
+    ``approved``: rules whose ``approval`` a human granted for exactly this call (running an approved action).
+    """
     facts = await spec.facts(args, ctx) if spec.facts is not None else None
     request = DecisionRequest(
         tool=spec.name,
@@ -51,6 +61,7 @@ async def decide_in(
         caller=caller_of(ctx.principal),
         now=ctx.now,
         facts=facts.as_mapping() if facts is not None else {},
+        approved=approved,
     )
     needs = ledger_needs(policy, request)
     if needs:

@@ -50,5 +50,5 @@ async def serve_stdio(mandate: Mandate, token: str | None) -> None:
         print(f"mandate: no tools will be served: {exc.description}", file=sys.stderr)
     server = build_server(mandate, credentials)
     current_origin.set(RequestOrigin("stdio"))
-    async with stdio_server() as (read_stream, write_stream):
+    async with mandate.upkeep(), stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())

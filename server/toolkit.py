@@ -19,7 +19,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,6 +27,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.money import Money, MoneyError
 from scopes.requirement import Requirement
 from server.auth.principal import Principal
+
+if TYPE_CHECKING:
+    from server.approvals.desk import ApprovalDesk
 
 ArgsT = TypeVar("ArgsT", bound="StrictArgs")
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -92,6 +95,10 @@ class ToolContext:
     tool_name: str
     customer_id: str | None = None
     """Set by a tool to the customer it acted on, so the audit record can be searched by customer."""
+    approval_id: str | None = None
+    """Set by a tool to the approval it acted on (``approval_decide``), so the audit record links to it."""
+    approvals: ApprovalDesk | None = None
+    """The approval desk, for the approval tools (``tools/approvals.py``); None where approvals are not served."""
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]

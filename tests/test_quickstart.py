@@ -58,5 +58,5 @@ async def test_the_quickstart_serves_the_demo_store_to_a_minted_token(tmp_path: 
     assert "mandate token mint --agent refunds" in printed
     assert f"http://127.0.0.1:{port}/mcp" in printed
     assert token not in printed
-    assert seen["tools"] == ["customer_lookup", "order_get", "orders_list", "refund_create"]
+    assert seen["tools"] == ["approval_status", "customer_lookup", "order_get", "orders_list", "refund_create"]
     assert seen["refund"]["amount"] == "9.99"

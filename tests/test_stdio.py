@@ -43,7 +43,7 @@ async def test_a_stdio_session_lists_and_calls_within_the_token_scopes(
             allowed = await client.call_tool("order_get", {"order_id": "ord_5001"})
             refused = await client.call_tool("order_cancel", {"order_id": "ord_5001", "reason": "changed mind"})
     assert "serving stdio for refunds-agent" in errlog.read_text()
-    assert names == ["customer_lookup", "order_get", "orders_list", "refund_create"]
+    assert names == ["approval_status", "customer_lookup", "order_get", "orders_list", "refund_create"]
     assert not allowed.is_error
     assert refused.is_error
     assert refused.structured_content is not None

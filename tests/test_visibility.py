@@ -23,13 +23,19 @@ async def test_a_support_token_sees_only_the_read_tools(harness: Harness) -> Non
     assert await _names(harness, "support") == ["customer_lookup", "order_get", "orders_list"]
 
 
-async def test_a_refund_token_also_sees_refund_create(harness: Harness) -> None:
-    assert await _names(harness, "refunds") == ["customer_lookup", "order_get", "orders_list", "refund_create"]
+async def test_a_refund_token_also_sees_refund_create_and_the_status_of_its_approvals(harness: Harness) -> None:
+    assert await _names(harness, "refunds") == [
+        "approval_status",
+        "customer_lookup",
+        "order_get",
+        "orders_list",
+        "refund_create",
+    ]
 
 
 async def test_the_large_refund_scope_alone_is_enough_to_see_refund_create(harness: Harness) -> None:
     async with harness.client("nothing", scopes=("refunds:create:large",)) as client:
-        assert [t.name for t in (await client.list_tools()).tools] == ["refund_create"]
+        assert [t.name for t in (await client.list_tools()).tools] == ["approval_status", "refund_create"]
 
 
 async def test_a_token_without_scopes_sees_no_tools(harness: Harness) -> None:
@@ -58,7 +64,7 @@ async def test_listing_is_recorded_with_the_number_of_tools_shown(harness: Harne
     async with harness.mandate.db.session() as session:
         record = (await session.exec(select(AuditRecord).where(AuditRecord.kind == "list"))).one()
     assert record.client_id == "refunds-agent"
-    assert record.result_summary == '{"tools":4}'
+    assert record.result_summary == '{"tools":5}'
 
 
 async def test_an_expired_token_lists_nothing_and_calls_nothing(harness: Harness) -> None:

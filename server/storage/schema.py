@@ -18,6 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
+import server.approvals.models
+import server.idempotency
+import server.webhooks  # noqa: F401 - these modules declare the server's own tables
 from server.audit.models import GENESIS_HASH
 from server.storage.database import Database
 

@@ -39,11 +39,13 @@ async def test_a_refund_above_the_per_call_cap_waits_for_a_human_and_nothing_is_
     assert not result.is_error, result.content
     pending = result.structured_content
     assert pending is not None and pending["status"] == "pending_approval"
-    assert pending["approval_id"] == pending["audit_id"] and pending["rule"] == "refund-per-call-cap"
-    assert "A human must approve" in pending["message"] and "150.00 EUR" in pending["message"]
+    assert pending["approval_id"].startswith("apr_") and pending["rule"] == "refund-per-call-cap"
+    assert "needs a human's approval" in pending["message"] and "150.00 EUR" in pending["message"]
+    assert pending["check_with"] == f'call approval_status with {{"approval_id": "{pending["approval_id"]}"}}'
     assert datetime.fromisoformat(pending["expires_at"]) > datetime.now(UTC) + timedelta(hours=23)
     record = await _record(harness, pending["audit_id"])
-    assert (record.decision, record.outcome, record.approval_id) == ("approval", "pending_approval", record.id)
+    assert (record.decision, record.outcome) == ("approval", "pending_approval")
+    assert record.approval_id == pending["approval_id"]
     assert (record.rule_id, record.reason_code) == ("refund-per-call-cap", "cap_exceeded")
     assert record.policy_version is not None and record.policy_version.startswith("2025.06.1+")
     assert await _count(harness, Refund) == 0
