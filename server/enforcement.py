@@ -17,13 +17,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from opentelemetry import trace
-from pydantic import BaseModel
 
 from scopes.policy import Decision, load_policy
 from server import idempotency, ledger
@@ -31,16 +30,24 @@ from server.admission import Admitted, Rejected, admit
 from server.approvals.store import requester_principal, stored_arguments
 from server.audit import chain
 from server.audit.models import AuditRecord
-from server.audit.redaction import arguments_digest, canonical_json, redact
+from server.audit.redaction import arguments_digest
 from server.auth.principal import Principal
 from server.catalog import ToolCatalog
 from server.config import IdempotencySettings
+from server.invocation import CallInfo as CallInfo  # re-exported: transports build one per request
+from server.invocation import (
+    Outcome,
+    build_record,
+    decided_outcome,
+    result_summary,
+    success_result,
+)
+from server.invocation import refusal_result as refusal_result
 from server.outcomes import Refusal
 from server.pending_approvals import PendingAction
 from server.policy_gate import (
     Explanation,
     Gate,
-    audit_summary,
     concealed,
     decide_in,
     denial,
@@ -71,52 +78,6 @@ def utcnow() -> datetime:
 
 def new_audit_id() -> str:
     return f"aud_{uuid.uuid4().hex}"
-
-
-@dataclass(frozen=True, slots=True)
-class CallInfo:
-    """Where a request came from, for the audit record."""
-
-    transport: str
-    client_address: str | None = None
-    client_name: str | None = None
-    client_version: str | None = None
-    request_id: str | None = None
-
-
-@dataclass(slots=True)
-class _Outcome:
-    decision: str
-    outcome: str
-    reason_code: str | None = None
-    reason: str | None = None
-    rule_id: str | None = None
-    policy_version: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict[str, Any])
-    customer_id: str | None = None
-    approval_id: str | None = None
-
-
-def _trace_id() -> str | None:
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
-def refusal_result(refusal: Refusal) -> types.CallToolResult:
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=refusal.message)],
-        structured_content=refusal.model_dump(mode="json", exclude_none=True),
-        is_error=True,
-    )
-
-
-def success_result(result: BaseModel) -> types.CallToolResult:
-    data = result.model_dump(mode="json")
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=canonical_json(data))],
-        structured_content=data,
-        is_error=False,
-    )
 
 
 class _RollBack(Exception):
@@ -153,7 +114,7 @@ class Enforcer:
     async def list_tools(self, principal: Principal, info: CallInfo) -> list[types.Tool]:
         started = time.perf_counter()
         visible = self.catalog.visible_to(principal.scopes)
-        outcome = _Outcome("allow", "listed", summary={"tools": len(visible)})
+        outcome = Outcome("allow", "listed", summary={"tools": len(visible)})
         await self._record_alone(principal, info, None, {}, frozenset(), outcome, started, kind="list")
         return visible
 
@@ -177,7 +138,7 @@ class Enforcer:
         admitted = admit(self.catalog, principal, name, raw)
         if isinstance(admitted, Rejected):
             refusal = admitted.refusal
-            outcome = _Outcome("deny", admitted.ended, refusal.code, refusal.message)
+            outcome = Outcome("deny", admitted.ended, refusal.code, refusal.message)
             audit_id = await self._record_alone(principal, info, name, raw, admitted.sensitive, outcome, started)
             return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
         if admitted.idempotency_key is None:
@@ -225,7 +186,7 @@ class Enforcer:
                 f"{claimed.retry_after_seconds} s to get its answer.",
                 details={"retryable": True, "retry_after_seconds": claimed.retry_after_seconds},
             )
-        outcome = _Outcome("deny", "refused", refusal.code, refusal.message)
+        outcome = Outcome("deny", "refused", refusal.code, refusal.message)
         audit_id = await self._record_alone(principal, info, spec.name, raw, spec.sensitive, outcome, started)
         return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
 
@@ -246,7 +207,7 @@ class Enforcer:
             async with self.db.session() as session:
                 result = await self.approvals.refresh(session, principal, result, self.clock())
         summary = {"replay_of": replay.audit_id}
-        outcome = _Outcome(
+        outcome = Outcome(
             "allow", "replayed", "idempotent_replay", "the stored answer of an earlier call", summary=summary
         )
         audit_id = await self._record_alone(principal, info, tool, raw, sensitive, outcome, started)
@@ -279,7 +240,7 @@ class Enforcer:
         decided: list[Decision] = []
         contexts: list[ToolContext] = []
 
-        def record(outcome: _Outcome) -> AuditRecord:
+        def record(outcome: Outcome) -> AuditRecord:
             entry = self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
             entry.idempotency_key = admitted.idempotency_key
             return entry
@@ -298,7 +259,7 @@ class Enforcer:
                 return answer, kind
             await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=spec.name)
             result = await spec.handler(admitted.args, ctx)
-            outcome = _decided("allow", "succeeded", decision, _summary(result), ctx.customer_id)
+            outcome = decided_outcome("allow", "succeeded", decision, result_summary(result), ctx.customer_id)
             outcome.approval_id = ctx.approval_id
             await chain.append(session, record(outcome))
             answer = success_result(result)
@@ -310,7 +271,7 @@ class Enforcer:
             answer, kind = await self.db.run_in_transaction(work)
         except ToolError as exc:
             decision = decided[-1] if decided else None
-            outcome = _Outcome(
+            outcome = Outcome(
                 "allow",
                 "failed",
                 exc.code,
@@ -370,7 +331,7 @@ class Enforcer:
     ) -> tuple[types.CallToolResult, str]:
         """Fail closed: the action did not happen; say so, and record it if the database lets us."""
         message = "The action could not be completed because of an internal error; nothing was changed."
-        outcome = _Outcome("error", "failed", "internal_error", message)
+        outcome = Outcome("error", "failed", "internal_error", message)
         try:
             await self._record_alone(principal, info, tool, raw, sensitive, outcome, started, audit_id=audit_id)
         except Exception:
@@ -389,13 +350,13 @@ class Enforcer:
         gate: Gate,
         ctx: ToolContext,
         raw: dict[str, Any],
-        record: Callable[[_Outcome], AuditRecord],
+        record: Callable[[Outcome], AuditRecord],
         idempotency_key: str | None,
     ) -> tuple[types.CallToolResult, str]:
         """A deny or an approval: record it in the call's transaction (which changes nothing else) and answer."""
         decision, audit_id = gate.decision, ctx.audit_id
         if decision.conceal:
-            await chain.append(session, record(_decided("deny", "refused", decision, {}, ctx.customer_id)))
+            await chain.append(session, record(decided_outcome("deny", "refused", decision, {}, ctx.customer_id)))
             return refusal_result(concealed(gate, audit_id)), "deny"
         entry = self.catalog.get(ctx.tool_name)
         if decision.effect == "approval" and entry is not None and entry.spec.read_only:
@@ -408,7 +369,7 @@ class Enforcer:
                 reason=f"{decision.reason} This server takes no approvals, so the call is refused.",
             )
         if decision.effect == "approval" and self.approvals is not None:
-            outcome = _decided("approval", "pending_approval", decision, {}, ctx.customer_id)
+            outcome = decided_outcome("approval", "pending_approval", decision, {}, ctx.customer_id)
             pending = await self.approvals.request(
                 session,
                 PendingAction(
@@ -429,7 +390,7 @@ class Enforcer:
         if decision.error:
             logger.error("policy %s: %s", decision.policy_version, decision.audit_reason)
         kind = "error" if decision.error else "deny"
-        await chain.append(session, record(_decided(kind, "refused", decision, {}, ctx.customer_id)))
+        await chain.append(session, record(decided_outcome(kind, "refused", decision, {}, ctx.customer_id)))
         return refusal_result(denial(decision, audit_id)), "deny"
 
     # --- running an approved action (server.approvals.desk.ActionRunner) --------------------------------------
@@ -487,8 +448,8 @@ class Enforcer:
                 )
             await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=tool)
             result = await spec.handler(admitted.args, ctx)
-            outcome = _decided(
-                "allow", "succeeded", decision, _summary(result), ctx.customer_id or approval.customer_id
+            outcome = decided_outcome(
+                "allow", "succeeded", decision, result_summary(result), ctx.customer_id or approval.customer_id
             )
             outcome.approval_id = approval.id
             record = self._record(principal, info, tool, arguments, sensitive, outcome, started, audit_id, now)
@@ -521,9 +482,9 @@ class Enforcer:
 
         message = f"Approved, but refused when it ran: {refusal.message}"
         outcome = (
-            _decided("deny", "failed", decision, {"error": refusal.code}, approval.customer_id)
+            decided_outcome("deny", "failed", decision, {"error": refusal.code}, approval.customer_id)
             if decision is not None
-            else _Outcome("allow", "failed", refusal.code, refusal.message, summary={"error": refusal.code})
+            else Outcome("allow", "failed", refusal.code, refusal.message, summary={"error": refusal.code})
         )
         outcome.customer_id = outcome.customer_id or approval.customer_id
         outcome.approval_id = approval.id
@@ -572,47 +533,14 @@ class Enforcer:
         tool: str | None,
         raw: Mapping[str, Any],
         sensitive: frozenset[str],
-        outcome: _Outcome,
+        outcome: Outcome,
         started: float,
         audit_id: str,
         at: datetime,
         kind: str = "call",
     ) -> AuditRecord:
-        customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
-        return AuditRecord(
-            seq=0,
-            id=audit_id,
-            at=at,
-            instance=self.instance,
-            kind=kind,
-            subject=principal.subject if principal else None,
-            client_id=principal.client_id if principal else None,
-            issuer=principal.issuer if principal else None,
-            scopes=" ".join(sorted(principal.scopes)) if principal else None,
-            token_id=principal.token_id if principal else None,
-            tenant=principal.tenant if principal else None,
-            actor=principal.actor if principal else None,
-            transport=info.transport,
-            client_address=info.client_address,
-            client_name=info.client_name,
-            client_version=info.client_version,
-            tool=tool,
-            customer_id=customer_id,
-            arguments=canonical_json(redact(raw, sensitive)),
-            arguments_digest=arguments_digest(raw) if tool else None,
-            decision=outcome.decision,
-            reason_code=outcome.reason_code,
-            reason=outcome.reason,
-            rule_id=outcome.rule_id,
-            policy_version=outcome.policy_version,
-            outcome=outcome.outcome,
-            result_summary=canonical_json(outcome.summary),
-            latency_us=int((time.perf_counter() - started) * 1_000_000),
-            approval_id=outcome.approval_id,
-            request_id=info.request_id,
-            trace_id=_trace_id(),
-            prev_hash="",
-            hash="",
+        return build_record(
+            self.instance, principal, info, tool, raw, sensitive, outcome, started, audit_id, at, kind=kind
         )
 
     async def _record_alone(
@@ -622,7 +550,7 @@ class Enforcer:
         tool: str | None,
         raw: Mapping[str, Any],
         sensitive: frozenset[str],
-        outcome: _Outcome,
+        outcome: Outcome,
         started: float,
         *,
         audit_id: str | None = None,
@@ -648,38 +576,5 @@ class Enforcer:
         self, principal: Principal | None, info: CallInfo, tool: str | None, code: str, reason: str, kind: str
     ) -> str:
         """Record a request refused before it reached a tool (HTTP 401/403 at the transport)."""
-        outcome = _Outcome("deny", "refused", code, reason)
+        outcome = Outcome("deny", "refused", code, reason)
         return await self._record_alone(principal, info, tool, {}, frozenset(), outcome, time.perf_counter(), kind=kind)
-
-
-def _decided(kind: str, ended: str, decision: Decision, summary: dict[str, Any], customer_id: str | None) -> _Outcome:
-    """An outcome carrying the decision: its reason code, rule, policy version, and what shadow rules said."""
-    return _Outcome(
-        kind,
-        ended,
-        decision.reason_code,
-        decision.audit_reason or decision.reason,
-        decision.rule_id,
-        decision.policy_version,
-        summary=audit_summary(decision, summary),
-        customer_id=customer_id,
-    )
-
-
-def _string_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _summary(result: BaseModel) -> dict[str, Any]:
-    """A short, non-sensitive summary of a result for the audit record: its identifiers and status fields."""
-    data = result.model_dump(mode="json")
-    keep = {key: value for key, value in data.items() if key in _SUMMARY_KEYS or key.endswith("_id")}
-    if not keep and "items" not in data:
-        keep = {"fields": sorted(data)}
-    for key, value in data.items():
-        if isinstance(value, list):
-            keep[f"{key}_count"] = len(value)
-    return keep
-
-
-_SUMMARY_KEYS = frozenset({"id", "status", "amount", "currency", "refund_id", "order_id", "customer_id"})

@@ -69,7 +69,9 @@ async def approval_get(args: ApprovalGetArgs, ctx: ToolContext) -> ApprovalDetai
     """Show one approval in full: the exact arguments that will run if approved, who asked and with which scopes,
     the rule and reason that required approval, and, once decided, who decided and how the action ended."""
     ctx.approval_id = args.approval_id
-    return await _desk(ctx).detail(ctx.session, ctx.principal, args.approval_id, ctx.now)
+    detail = await _desk(ctx).detail(ctx.session, ctx.principal, args.approval_id, ctx.now)
+    ctx.customer_id = detail.customer_id
+    return detail
 
 
 class ApprovalDecideArgs(StrictArgs):
@@ -84,7 +86,7 @@ async def approval_decide(args: ApprovalDecideArgs, ctx: ToolContext) -> Approva
     and as the agent that asked (every other condition is checked again); the answer says how it ended. You cannot
     decide your own request, and a decision is final."""
     ctx.approval_id = args.approval_id
-    return await _desk(ctx).decide(
+    detail = await _desk(ctx).decide(
         ctx.session,
         approver=ctx.principal,
         approval_id=args.approval_id,
@@ -93,3 +95,5 @@ async def approval_decide(args: ApprovalDecideArgs, ctx: ToolContext) -> Approva
         audit_id=ctx.audit_id,
         now=ctx.now,
     )
+    ctx.customer_id = detail.customer_id  # the approver's record is found by customer, like the action's
+    return detail

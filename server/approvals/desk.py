@@ -78,7 +78,7 @@ class ActionRunner(Protocol):
 class ApprovalDesk:
     """Every approval operation; the tools, the CLI and the enforcer all come through here.
 
-    It is the enforcer's :class:`~server.pending_approvals.ApprovalSink` (:meth:`request`), and the enforcer is its
+    It takes the enforcer's pending actions (:meth:`request`), and the enforcer is its
     :class:`ActionRunner`. ``sensitive`` names the argument fields of a tool to redact where approvals are shown
     to people who are not approvers (lists, webhooks), as the audit trail does.
     """

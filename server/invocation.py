@@ -1,0 +1,163 @@
+"""What one invocation leaves behind: its audit record and the MCP answer the agent reads.
+
+DESIGN.md section 6 (what a record holds: when, who, from where, what, the decision and outcome, latency, request
+and trace ids; arguments with sensitive fields redacted plus a digest of all of them) and MCP specification
+2025-11-25, "Tools" (results: ``structuredContent``; a refusal is a result with ``isError: true``). The Enforcer
+decides what happened; this module only writes it down, so every path (a call, a listing, a refusal at the HTTP edge,
+an approved action run later) records the same fields the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import mcp_types as types
+from opentelemetry import trace
+from pydantic import BaseModel
+
+from scopes.policy import Decision
+from server.audit.models import AuditRecord
+from server.audit.redaction import arguments_digest, canonical_json, redact
+from server.auth.principal import Principal
+from server.outcomes import Refusal
+from server.policy_gate import audit_summary
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Where a request came from, for the audit record."""
+
+    transport: str
+    client_address: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an invocation ended, as its audit record keeps it."""
+
+    decision: str
+    outcome: str
+    reason_code: str | None = None
+    reason: str | None = None
+    rule_id: str | None = None
+    policy_version: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict[str, Any])
+    customer_id: str | None = None
+    approval_id: str | None = None
+
+
+def trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+def refusal_result(refusal: Refusal) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=refusal.message)],
+        structured_content=refusal.model_dump(mode="json", exclude_none=True),
+        is_error=True,
+    )
+
+
+def success_result(result: BaseModel) -> types.CallToolResult:
+    data = result.model_dump(mode="json")
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=canonical_json(data))],
+        structured_content=data,
+        is_error=False,
+    )
+
+
+def build_record(
+    instance: str,
+    principal: Principal | None,
+    info: CallInfo,
+    tool: str | None,
+    raw: Mapping[str, Any],
+    sensitive: frozenset[str],
+    outcome: Outcome,
+    started: float,
+    audit_id: str,
+    at: datetime,
+    *,
+    kind: str = "call",
+) -> AuditRecord:
+    """The audit record of one invocation (DESIGN.md section 6); its place in the chain is set by ``chain.append``."""
+    customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
+    return AuditRecord(
+        seq=0,
+        id=audit_id,
+        at=at,
+        instance=instance,
+        kind=kind,
+        subject=principal.subject if principal else None,
+        client_id=principal.client_id if principal else None,
+        issuer=principal.issuer if principal else None,
+        scopes=" ".join(sorted(principal.scopes)) if principal else None,
+        token_id=principal.token_id if principal else None,
+        tenant=principal.tenant if principal else None,
+        actor=principal.actor if principal else None,
+        transport=info.transport,
+        client_address=info.client_address,
+        client_name=info.client_name,
+        client_version=info.client_version,
+        tool=tool,
+        customer_id=customer_id,
+        arguments=canonical_json(redact(raw, sensitive)),
+        arguments_digest=arguments_digest(raw) if tool else None,
+        decision=outcome.decision,
+        reason_code=outcome.reason_code,
+        reason=outcome.reason,
+        rule_id=outcome.rule_id,
+        policy_version=outcome.policy_version,
+        outcome=outcome.outcome,
+        result_summary=canonical_json(outcome.summary),
+        latency_us=int((time.perf_counter() - started) * 1_000_000),
+        approval_id=outcome.approval_id,
+        request_id=info.request_id,
+        trace_id=trace_id(),
+        prev_hash="",
+        hash="",
+    )
+
+
+def decided_outcome(
+    kind: str, ended: str, decision: Decision, summary: dict[str, Any], customer_id: str | None
+) -> Outcome:
+    """An outcome carrying the decision: its reason code, rule, policy version, and what shadow rules said."""
+    return Outcome(
+        kind,
+        ended,
+        decision.reason_code,
+        decision.audit_reason or decision.reason,
+        decision.rule_id,
+        decision.policy_version,
+        summary=audit_summary(decision, summary),
+        customer_id=customer_id,
+    )
+
+
+def _string_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def result_summary(result: BaseModel) -> dict[str, Any]:
+    """A short, non-sensitive summary of a result for the audit record: its identifiers and status fields."""
+    data = result.model_dump(mode="json")
+    keep = {key: value for key, value in data.items() if key in SUMMARY_KEYS or key.endswith("_id")}
+    if not keep and "items" not in data:
+        keep = {"fields": sorted(data)}
+    for key, value in data.items():
+        if isinstance(value, list):
+            keep[f"{key}_count"] = len(value)
+    return keep
+
+
+SUMMARY_KEYS = frozenset({"id", "status", "amount", "currency", "refund_id", "order_id", "customer_id"})
