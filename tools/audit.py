@@ -52,7 +52,9 @@ class AuditSearchArgs(StrictArgs):
     principal: Annotated[str, Field(pattern=r"^\S{1,400}$", description="a sub or a client_id")] | None = None
     tool: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
     decision: Literal["allow", "deny", "approval", "error"] | None = None
-    outcome: Literal["succeeded", "denied", "failed", "pending_approval", "refused", "listed"] | None = None
+    outcome: (
+        Literal["succeeded", "failed", "refused", "invalid_arguments", "pending_approval", "replayed", "listed"] | None
+    ) = None
     customer_id: CustomerId | None = None
     since: Timestamp | None = Field(default=None, description="records at or after this time")
     until: Timestamp | None = Field(default=None, description="records before this time")

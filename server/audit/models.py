@@ -50,7 +50,9 @@ class AuditRecord(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(Text))
     rule_id: str | None = Field(default=None, max_length=200)
     policy_version: str | None = Field(default=None, max_length=100)
-    outcome: str = Field(max_length=30, description="succeeded, denied, failed, pending_approval, refused, listed")
+    outcome: str = Field(
+        max_length=30, description="succeeded, failed, refused, invalid_arguments, pending_approval, replayed, listed"
+    )
     result_summary: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     latency_us: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=200)

@@ -332,7 +332,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--principal", help="a sub or a client_id")
     parser.add_argument("--tool", help="tool name")
     parser.add_argument("--decision", choices=["allow", "deny", "approval", "error"])
-    parser.add_argument("--outcome", help="succeeded, denied, failed, pending_approval, refused, listed")
+    parser.add_argument(
+        "--outcome", help="succeeded, failed, refused, invalid_arguments, pending_approval, replayed, listed"
+    )
     parser.add_argument("--kind", choices=["call", "list", "auth", "approval"])
     parser.add_argument("--customer", help="customer id")
     parser.add_argument("--since", help="at or after: 2025-01-31, 2025-01-31T09:00:00Z, or an age: 15m, 24h, 7d")
