@@ -143,6 +143,7 @@ class Enforcer:
             return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
         if admitted.idempotency_key is None:
             return await self._act(admitted, principal, raw, info, started, None)
+        info = replace(info, idempotency_key=admitted.idempotency_key)
         return await self._act_once(admitted, principal, raw, info, started, admitted.idempotency_key)
 
     # --- idempotency keys (docs/approvals.md, "Idempotency keys") ---------------------------------------------
@@ -156,7 +157,7 @@ class Enforcer:
         try:
             claimed = await idempotency.claim(
                 self.db,
-                principal_key=principal.key,
+                principal_key=_key_owner(principal),
                 tool=spec.name,
                 key=key,
                 arguments_digest=arguments_digest(raw),
@@ -239,14 +240,14 @@ class Enforcer:
         now = self.clock()
         decided: list[Decision] = []
         contexts: list[ToolContext] = []
+        stored: list[bool] = []  # the answer was stored with the key in the call's transaction
 
         def record(outcome: Outcome) -> AuditRecord:
-            entry = self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
-            entry.idempotency_key = admitted.idempotency_key
-            return entry
+            return self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
 
         async def work(session: Any) -> tuple[types.CallToolResult, str]:
             decided.clear()
+            stored.clear()
             ctx = self._context(principal, session, now, audit_id, spec.name)
             contexts[:] = [ctx]
             gate = await self._gate(admitted, ctx, lock=True)
@@ -254,8 +255,11 @@ class Enforcer:
             decided.append(decision)
             if decision.effect != "allow":
                 answer, kind = await self._refuse(session, gate, ctx, raw, record, admitted.idempotency_key)
-                if claimed is not None and kind == "approval":  # a retry with the key follows the same approval
+                # A retry with the key follows the same approval; a concealed refusal is stored exactly like the
+                # "not found" it imitates (a tool refusal), so a retry cannot tell the two apart.
+                if claimed is not None and (kind == "approval" or decision.conceal):
                     await idempotency.complete(session, claimed, answer, audit_id)
+                    stored.append(True)
                 return answer, kind
             await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=spec.name)
             result = await spec.handler(admitted.args, ctx)
@@ -307,7 +311,7 @@ class Enforcer:
             logger.exception("tool %s failed; its transaction was rolled back", spec.name)
             await self._release(claimed)
             return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, audit_id)
-        if claimed is not None and kind in ("deny", "error"):  # nothing happened: a retry with the key runs anew
+        if claimed is not None and not stored and kind in ("deny", "error"):  # nothing happened: a retry runs anew
             await self._release(claimed)
         return answer, kind
 
@@ -409,7 +413,7 @@ class Enforcer:
         started = time.perf_counter()
         audit_id = new_audit_id()
         principal = requester_principal(approval)
-        info = CallInfo(transport="approval", request_id=approval.id)
+        info = CallInfo(transport="approval", request_id=approval.id, idempotency_key=approval.idempotency_key)
         tool = approval.tool
         sensitive = self.sensitive(tool)
         try:
@@ -578,3 +582,8 @@ class Enforcer:
         """Record a request refused before it reached a tool (HTTP 401/403 at the transport)."""
         outcome = Outcome("deny", "refused", code, reason)
         return await self._record_alone(principal, info, tool, {}, frozenset(), outcome, time.perf_counter(), kind=kind)
+
+
+def _key_owner(principal: Principal) -> str:
+    """Whose idempotency keys these are: the principal, within its tenant (a stored answer never crosses tenants)."""
+    return f"{principal.key}|{principal.tenant}" if principal.tenant else principal.key

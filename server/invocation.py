@@ -36,6 +36,8 @@ class CallInfo:
     client_name: str | None = None
     client_version: str | None = None
     request_id: str | None = None
+    idempotency_key: str | None = None
+    """The call's idempotency key, once admission has read it: every record of the call names it."""
 
 
 @dataclass(slots=True)
@@ -121,6 +123,7 @@ def build_record(
         result_summary=canonical_json(outcome.summary),
         latency_us=int((time.perf_counter() - started) * 1_000_000),
         approval_id=outcome.approval_id,
+        idempotency_key=info.idempotency_key,
         request_id=info.request_id,
         trace_id=trace_id(),
         prev_hash="",
