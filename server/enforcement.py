@@ -36,6 +36,7 @@ from server.catalog import ToolCatalog
 from server.config import IdempotencySettings
 from server.invocation import CallInfo as CallInfo  # re-exported: transports build one per request
 from server.invocation import (
+    Invocation,
     Outcome,
     build_record,
     decided_outcome,
@@ -112,10 +113,10 @@ class Enforcer:
     # --- tools/list -------------------------------------------------------------------------------------------
 
     async def list_tools(self, principal: Principal, info: CallInfo) -> list[types.Tool]:
-        started = time.perf_counter()
+        call = Invocation(principal, info)
         visible = self.catalog.visible_to(principal.scopes)
         outcome = Outcome("allow", "listed", summary={"tools": len(visible)})
-        await self._record_alone(principal, info, None, {}, frozenset(), outcome, started, kind="list")
+        await self._record_alone(call, outcome, kind="list")
         return visible
 
     # --- tools/call -------------------------------------------------------------------------------------------
@@ -139,17 +140,20 @@ class Enforcer:
         if isinstance(admitted, Rejected):
             refusal = admitted.refusal
             outcome = Outcome("deny", admitted.ended, refusal.code, refusal.message)
-            audit_id = await self._record_alone(principal, info, name, raw, admitted.sensitive, outcome, started)
+            rejected = Invocation(principal, info, name, raw, admitted.sensitive, started)
+            audit_id = await self._record_alone(rejected, outcome)
             return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
-        if admitted.idempotency_key is None:
-            return await self._act(admitted, principal, raw, info, started, None)
-        info = replace(info, idempotency_key=admitted.idempotency_key)
-        return await self._act_once(admitted, principal, raw, info, started, admitted.idempotency_key)
+        key = admitted.idempotency_key
+        info = replace(info, idempotency_key=key)
+        call = Invocation(principal, info, name, raw, admitted.entry.spec.sensitive, started)
+        if key is None:
+            return await self._act(admitted, principal, call, None)
+        return await self._act_once(admitted, principal, call, key)
 
     # --- idempotency keys (docs/approvals.md, "Idempotency keys") ---------------------------------------------
 
     async def _act_once(
-        self, admitted: Admitted, principal: Principal, raw: dict[str, Any], info: CallInfo, started: float, key: str
+        self, admitted: Admitted, principal: Principal, call: Invocation, key: str
     ) -> tuple[types.CallToolResult, str]:
         """A call with an idempotency key: claim the key, then run it once, or answer as the first call did."""
         spec = admitted.entry.spec
@@ -160,18 +164,18 @@ class Enforcer:
                 principal_key=_key_owner(principal),
                 tool=spec.name,
                 key=key,
-                arguments_digest=arguments_digest(raw),
+                arguments_digest=arguments_digest(call.raw),
                 now=now,
                 ttl=timedelta(seconds=self.keys.ttl_seconds),
                 lease=timedelta(seconds=self.keys.lease_seconds),
             )
         except Exception:
             logger.exception("the idempotency key of a %s call could not be claimed; the call is refused", spec.name)
-            return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, new_audit_id())
+            return await self._internal_error(call, new_audit_id())
         if isinstance(claimed, idempotency.Claimed):
-            return await self._act(admitted, principal, raw, info, started, claimed)
+            return await self._act(admitted, principal, call, claimed)
         if isinstance(claimed, idempotency.Replay):
-            return await self._replay(claimed, principal, info, spec.name, raw, spec.sensitive, started, key), "allow"
+            return await self._replay(claimed, principal, call, key), "allow"
         if isinstance(claimed, idempotency.Mismatch):
             refusal = Refusal(
                 status="denied",
@@ -188,19 +192,11 @@ class Enforcer:
                 details={"retryable": True, "retry_after_seconds": claimed.retry_after_seconds},
             )
         outcome = Outcome("deny", "refused", refusal.code, refusal.message)
-        audit_id = await self._record_alone(principal, info, spec.name, raw, spec.sensitive, outcome, started)
+        audit_id = await self._record_alone(call, outcome)
         return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
 
     async def _replay(
-        self,
-        replay: idempotency.Replay,
-        principal: Principal,
-        info: CallInfo,
-        tool: str,
-        raw: dict[str, Any],
-        sensitive: frozenset[str],
-        started: float,
-        key: str,
+        self, replay: idempotency.Replay, principal: Principal, call: Invocation, key: str
     ) -> types.CallToolResult:
         """The stored answer again (a pending approval brought up to date), recorded as a replay; no effect."""
         result = replay.result
@@ -211,7 +207,7 @@ class Enforcer:
         outcome = Outcome(
             "allow", "replayed", "idempotent_replay", "the stored answer of an earlier call", summary=summary
         )
-        audit_id = await self._record_alone(principal, info, tool, raw, sensitive, outcome, started)
+        audit_id = await self._record_alone(call, outcome)
         meta = dict(result.meta or {})
         meta[IDEMPOTENCY_META] = {
             "replayed": True,
@@ -227,13 +223,7 @@ class Enforcer:
         return await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=lock)
 
     async def _act(
-        self,
-        admitted: Admitted,
-        principal: Principal,
-        raw: dict[str, Any],
-        info: CallInfo,
-        started: float,
-        claimed: idempotency.Claimed | None,
+        self, admitted: Admitted, principal: Principal, call: Invocation, claimed: idempotency.Claimed | None
     ) -> tuple[types.CallToolResult, str]:
         spec = admitted.entry.spec
         audit_id = new_audit_id()
@@ -243,7 +233,7 @@ class Enforcer:
         stored: list[bool] = []  # the answer was stored with the key in the call's transaction
 
         def record(outcome: Outcome) -> AuditRecord:
-            return self._record(principal, info, spec.name, raw, spec.sensitive, outcome, started, audit_id, now)
+            return self._record(call, outcome, audit_id, now)
 
         async def work(session: Any) -> tuple[types.CallToolResult, str]:
             decided.clear()
@@ -254,7 +244,7 @@ class Enforcer:
             decision = gate.decision
             decided.append(decision)
             if decision.effect != "allow":
-                answer, kind = await self._refuse(session, gate, ctx, raw, record, admitted.idempotency_key)
+                answer, kind = await self._refuse(session, gate, ctx, call, record)
                 # A retry with the key follows the same approval; a concealed refusal is stored exactly like the
                 # "not found" it imitates (a tool refusal), so a retry cannot tell the two apart.
                 if claimed is not None and (kind == "approval" or decision.conceal):
@@ -291,26 +281,16 @@ class Enforcer:
             )
             answer = refusal_result(refusal)
             try:
-                await self._record_alone(
-                    principal,
-                    info,
-                    spec.name,
-                    raw,
-                    spec.sensitive,
-                    outcome,
-                    started,
-                    audit_id=audit_id,
-                    claimed=(claimed, answer),
-                )
+                await self._record_alone(call, outcome, audit_id=audit_id, claimed=(claimed, answer))
             except Exception:
                 logger.exception("the refusal of a %s call could not be recorded; the call is refused", spec.name)
                 await self._release(claimed)
-                return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, audit_id)
+                return await self._internal_error(call, audit_id)
             return answer, "allow"
         except Exception:
             logger.exception("tool %s failed; its transaction was rolled back", spec.name)
             await self._release(claimed)
-            return await self._internal_error(principal, info, spec.name, raw, spec.sensitive, started, audit_id)
+            return await self._internal_error(call, audit_id)
         if claimed is not None and not stored and kind in ("deny", "error"):  # nothing happened: a retry runs anew
             await self._release(claimed)
         return answer, kind
@@ -323,23 +303,14 @@ class Enforcer:
         except Exception:  # the claim's lease runs out, and a retry takes it over then
             logger.exception("an idempotency claim could not be released")
 
-    async def _internal_error(
-        self,
-        principal: Principal,
-        info: CallInfo,
-        tool: str,
-        raw: dict[str, Any],
-        sensitive: frozenset[str],
-        started: float,
-        audit_id: str,
-    ) -> tuple[types.CallToolResult, str]:
+    async def _internal_error(self, call: Invocation, audit_id: str) -> tuple[types.CallToolResult, str]:
         """Fail closed: the action did not happen; say so, and record it if the database lets us."""
         message = "The action could not be completed because of an internal error; nothing was changed."
         outcome = Outcome("error", "failed", "internal_error", message)
         try:
-            await self._record_alone(principal, info, tool, raw, sensitive, outcome, started, audit_id=audit_id)
+            await self._record_alone(call, outcome, audit_id=audit_id)
         except Exception:
-            logger.exception("the failure of %s could not be recorded either", tool)
+            logger.exception("the failure of %s could not be recorded either", call.tool)
         refusal = Refusal(status="failed", code="internal_error", message=message, audit_id=audit_id)
         return refusal_result(refusal), "error"
 
@@ -353,9 +324,8 @@ class Enforcer:
         session: Any,
         gate: Gate,
         ctx: ToolContext,
-        raw: dict[str, Any],
+        call: Invocation,
         record: Callable[[Outcome], AuditRecord],
-        idempotency_key: str | None,
     ) -> tuple[types.CallToolResult, str]:
         """A deny or an approval: record it in the call's transaction (which changes nothing else) and answer."""
         decision, audit_id = gate.decision, ctx.audit_id
@@ -380,12 +350,12 @@ class Enforcer:
                     audit_id=audit_id,
                     principal=ctx.principal,
                     tool=ctx.tool_name,
-                    arguments=raw,
-                    arguments_digest=arguments_digest(raw),
+                    arguments=dict(call.raw),
+                    arguments_digest=arguments_digest(call.raw),
                     decision=decision,
                     requested_at=ctx.now,
                     customer_id=ctx.customer_id,
-                    idempotency_key=idempotency_key,
+                    idempotency_key=call.info.idempotency_key,
                 ),
             )
             outcome.approval_id = pending.approval_id
@@ -410,25 +380,20 @@ class Enforcer:
         """
         from server.approvals.desk import Execution
 
-        started = time.perf_counter()
         audit_id = new_audit_id()
         principal = requester_principal(approval)
         info = CallInfo(transport="approval", request_id=approval.id, idempotency_key=approval.idempotency_key)
         tool = approval.tool
-        sensitive = self.sensitive(tool)
+        call = Invocation(principal, info, tool, {}, self.sensitive(tool))
         try:
             arguments = stored_arguments(approval)
         except ValueError as exc:
             refusal = Refusal(status="failed", code="approval_arguments_changed", message=f"{exc}; nothing was done.")
-            return await self._failed_run(
-                session, approval, principal, info, {}, sensitive, refusal, started, audit_id, now
-            )
+            return await self._failed_run(session, approval, call, refusal, audit_id, now)
+        call = replace(call, raw=arguments)
         admitted = admit(self.catalog, principal, tool, dict(arguments))
         if isinstance(admitted, Rejected):
-            refusal = admitted.refusal
-            return await self._failed_run(
-                session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now
-            )
+            return await self._failed_run(session, approval, call, admitted.refusal, audit_id, now)
         spec = admitted.entry.spec
         waived = frozenset(approval.waived_rules.split())
         savepoint = await session.begin_nested()
@@ -447,41 +412,33 @@ class Enforcer:
                         refusal = refusal.model_copy(
                             update={"message": f"{decision.reason} It needs another approval, so nothing was done."}
                         )
-                return await self._failed_run(
-                    session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now, decision
-                )
+                return await self._failed_run(session, approval, call, refusal, audit_id, now, decision)
             await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=tool)
             result = await spec.handler(admitted.args, ctx)
             outcome = decided_outcome(
                 "allow", "succeeded", decision, result_summary(result), ctx.customer_id or approval.customer_id
             )
             outcome.approval_id = approval.id
-            record = self._record(principal, info, tool, arguments, sensitive, outcome, started, audit_id, now)
-            await chain.append(session, record)
+            await chain.append(session, self._record(call, outcome, audit_id, now))
             await savepoint.commit()
             return Execution(succeeded=True, result=success_result(result), audit_id=audit_id)
         except ToolError as exc:
             if savepoint.is_active:
                 await savepoint.rollback()
             refusal = Refusal(status="failed", code=exc.code, message=exc.message, details=exc.details)
-            return await self._failed_run(
-                session, approval, principal, info, arguments, sensitive, refusal, started, audit_id, now
-            )
+            return await self._failed_run(session, approval, call, refusal, audit_id, now)
 
     async def _failed_run(
         self,
         session: AsyncSession,
         approval: Approval,
-        principal: Principal,
-        info: CallInfo,
-        arguments: Mapping[str, Any],
-        sensitive: frozenset[str],
+        call: Invocation,
         refusal: Refusal,
-        started: float,
         audit_id: str,
         now: datetime,
         decision: Decision | None = None,
     ) -> Execution:
+        """Record an approved action that was refused when it ran (in the approver's transaction) and answer."""
         from server.approvals.desk import Execution
 
         message = f"Approved, but refused when it ran: {refusal.message}"
@@ -492,8 +449,7 @@ class Enforcer:
         )
         outcome.customer_id = outcome.customer_id or approval.customer_id
         outcome.approval_id = approval.id
-        record = self._record(principal, info, approval.tool, arguments, sensitive, outcome, started, audit_id, now)
-        await chain.append(session, record)
+        await chain.append(session, self._record(call, outcome, audit_id, now))
         answer = refusal_result(refusal.model_copy(update={"message": message, "audit_id": audit_id}))
         return Execution(succeeded=False, result=answer, audit_id=audit_id, code=refusal.code, message=message)
 
@@ -531,31 +487,14 @@ class Enforcer:
     # --- records ----------------------------------------------------------------------------------------------
 
     def _record(
-        self,
-        principal: Principal | None,
-        info: CallInfo,
-        tool: str | None,
-        raw: Mapping[str, Any],
-        sensitive: frozenset[str],
-        outcome: Outcome,
-        started: float,
-        audit_id: str,
-        at: datetime,
-        kind: str = "call",
+        self, call: Invocation, outcome: Outcome, audit_id: str, at: datetime, kind: str = "call"
     ) -> AuditRecord:
-        return build_record(
-            self.instance, principal, info, tool, raw, sensitive, outcome, started, audit_id, at, kind=kind
-        )
+        return build_record(self.instance, call, outcome, audit_id, at, kind=kind)
 
     async def _record_alone(
         self,
-        principal: Principal | None,
-        info: CallInfo,
-        tool: str | None,
-        raw: Mapping[str, Any],
-        sensitive: frozenset[str],
+        call: Invocation,
         outcome: Outcome,
-        started: float,
         *,
         audit_id: str | None = None,
         kind: str = "call",
@@ -566,7 +505,7 @@ class Enforcer:
         ``claimed``: an idempotency claim to complete with this answer in the same transaction (a tool's refusal).
         """
         record_id = audit_id or new_audit_id()
-        record = self._record(principal, info, tool, raw, sensitive, outcome, started, record_id, self.clock(), kind)
+        record = self._record(call, outcome, record_id, self.clock(), kind)
 
         async def work(session: Any) -> None:
             await chain.append(session, record)
@@ -581,7 +520,7 @@ class Enforcer:
     ) -> str:
         """Record a request refused before it reached a tool (HTTP 401/403 at the transport)."""
         outcome = Outcome("deny", "refused", code, reason)
-        return await self._record_alone(principal, info, tool, {}, frozenset(), outcome, time.perf_counter(), kind=kind)
+        return await self._record_alone(Invocation(principal, info, tool), outcome, kind=kind)
 
 
 def _key_owner(principal: Principal) -> str:

@@ -55,6 +55,20 @@ class Outcome:
     approval_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One request being answered: who, from where, which tool with which arguments, and since when."""
+
+    principal: Principal | None
+    info: CallInfo
+    tool: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict[str, Any])
+    """The arguments as the client sent them (less the idempotency key)."""
+    sensitive: frozenset[str] = frozenset()
+    """Argument fields the record keeps redacted (their digest is kept)."""
+    started: float = field(default_factory=time.perf_counter)
+
+
 def trace_id() -> str | None:
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
@@ -78,20 +92,10 @@ def success_result(result: BaseModel) -> types.CallToolResult:
 
 
 def build_record(
-    instance: str,
-    principal: Principal | None,
-    info: CallInfo,
-    tool: str | None,
-    raw: Mapping[str, Any],
-    sensitive: frozenset[str],
-    outcome: Outcome,
-    started: float,
-    audit_id: str,
-    at: datetime,
-    *,
-    kind: str = "call",
+    instance: str, call: Invocation, outcome: Outcome, audit_id: str, at: datetime, *, kind: str = "call"
 ) -> AuditRecord:
     """The audit record of one invocation (DESIGN.md section 6); its place in the chain is set by ``chain.append``."""
+    principal, info, tool, raw = call.principal, call.info, call.tool, call.raw
     customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
     return AuditRecord(
         seq=0,
@@ -112,7 +116,7 @@ def build_record(
         client_version=info.client_version,
         tool=tool,
         customer_id=customer_id,
-        arguments=canonical_json(redact(raw, sensitive)),
+        arguments=canonical_json(redact(raw, call.sensitive)),
         arguments_digest=arguments_digest(raw) if tool else None,
         decision=outcome.decision,
         reason_code=outcome.reason_code,
@@ -121,7 +125,7 @@ def build_record(
         policy_version=outcome.policy_version,
         outcome=outcome.outcome,
         result_summary=canonical_json(outcome.summary),
-        latency_us=int((time.perf_counter() - started) * 1_000_000),
+        latency_us=int((time.perf_counter() - call.started) * 1_000_000),
         approval_id=outcome.approval_id,
         idempotency_key=info.idempotency_key,
         request_id=info.request_id,
