@@ -103,6 +103,11 @@ def _print_detail(body: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings, tool: str, arguments: dict[str, Any]) -> int:
+    if not settings.issuers and not settings.dev_issuer:
+        raise CommandError(
+            "no trusted issuer is configured to verify the approver's token: set [[issuers]] in MANDATE_CONFIG, "
+            "or use --dev-issuer (MANDATE_DEV_ISSUER=1) with development tokens"
+        )
     refused, body = anyio.run(_call, settings, _token(args), tool, arguments)
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
@@ -140,6 +145,9 @@ def cmd_reject(args: argparse.Namespace, settings: Settings) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_server_options(parser)
+    parser.add_argument(
+        "--dev-issuer", action="store_true", help="trust the local development issuer's tokens (development only)"
+    )
     parser.add_argument("--token-file", dest="token_file", help=f"read the access token from a file ({TOKEN_VARIABLE})")
     parser.add_argument("--json", action="store_true", help="print the structured answer as JSON")
 
