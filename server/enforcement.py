@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import mcp_types as types
 from opentelemetry import trace
 
+from scopes.identity import identity_key
 from scopes.policy import Decision, load_policy
 from server import idempotency, ledger
 from server.admission import Admitted, Rejected, admit
@@ -525,4 +526,6 @@ class Enforcer:
 
 def _key_owner(principal: Principal) -> str:
     """Whose idempotency keys these are: the principal, within its tenant (a stored answer never crosses tenants)."""
-    return f"{principal.key}|{principal.tenant}" if principal.tenant else principal.key
+    if principal.tenant is None:
+        return principal.key
+    return identity_key(principal.issuer, principal.client_id, principal.subject, principal.tenant)

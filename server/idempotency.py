@@ -45,6 +45,7 @@ from server.storage.database import Database
 from server.storage.types import UTCDateTime
 
 IN_PROGRESS = "in_progress"
+_CLAIM_ATTEMPTS = 3
 COMPLETED = "completed"
 
 
@@ -145,10 +146,16 @@ async def claim(
         connection = await session.connection()
         values = {"id": row_id, "principal_key": principal_key, "tool": tool, "key": key, **fresh}
         statement = _insert(db).values(values).on_conflict_do_nothing(index_elements=["id"]).returning(TABLE.c.id)
-        if (await connection.execute(statement)).first() is not None:
-            return Claimed(row_id, token, key)
         query = select(TABLE).where(TABLE.c.id == row_id).with_for_update()
-        row = (await connection.execute(query)).mappings().one()
+        for _ in range(_CLAIM_ATTEMPTS):
+            if (await connection.execute(statement)).first() is not None:
+                return Claimed(row_id, token, key)
+            # PostgreSQL, READ COMMITTED: the row the INSERT met may be deleted (released, purged) before this read.
+            row = (await connection.execute(query)).mappings().first()
+            if row is not None:
+                break
+        else:
+            return InProgress(1)
         abandoned = row["status"] == IN_PROGRESS and row["lease_until"] <= now
         if row["expires_at"] <= now or (abandoned and row["arguments_digest"] == arguments_digest):
             taken = await connection.execute(

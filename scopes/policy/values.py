@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from scopes.identity import identity_key
 from scopes.money import Money
 from scopes.policy.errors import RuleError
 
@@ -44,11 +45,11 @@ class Caller:
     @property
     def key(self) -> str:
         """Issuer, client and subject: the same string as ``Principal.key``, so ledgers match across tools."""
-        return f"{self.issuer}|{self.client_id}|{self.subject}"
+        return identity_key(self.issuer, self.client_id, self.subject)
 
     @property
     def client_key(self) -> str:
-        return f"{self.issuer}|{self.client_id}"
+        return identity_key(self.issuer, self.client_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scopes.identity import identity_key
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -38,5 +40,5 @@ class Principal:
 
     @property
     def key(self) -> str:
-        """A stable identifier of this principal across tokens: issuer, client and subject."""
-        return f"{self.issuer}|{self.client_id}|{self.subject}"
+        """A stable identifier of this principal across tokens: issuer, client and subject (:mod:`scopes.identity`)."""
+        return identity_key(self.issuer, self.client_id, self.subject)
