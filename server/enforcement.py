@@ -117,7 +117,11 @@ class Enforcer:
         call = Invocation(principal, info)
         visible = self.catalog.visible_to(principal.scopes)
         outcome = Outcome("allow", "listed", summary={"tools": len(visible)})
-        await self._record_alone(call, outcome, kind="list")
+        try:
+            await self._record_alone(call, outcome, kind="list")
+        except Exception:  # nothing is shown unrecorded, and no database text reaches the client
+            logger.exception("a listing could not be recorded; no tools are shown")
+            return []
         return visible
 
     # --- tools/call -------------------------------------------------------------------------------------------
@@ -130,7 +134,11 @@ class Enforcer:
         with tracer.start_as_current_span(f"tools/call {name}") as span:
             span.set_attribute("mcp.tool.name", name)
             span.set_attribute("mandate.principal.client_id", principal.client_id)
-            result, decision = await self._call(principal, name, raw, info, started)
+            try:
+                result, decision = await self._call(principal, name, raw, info, started)
+            except Exception:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
+                logger.exception("a %s call could not be handled or recorded; it is refused", name)
+                result, decision = refusal_result(_INTERNAL_ERROR), "error"
             span.set_attribute("mandate.decision", decision)
             return result
 
@@ -306,14 +314,13 @@ class Enforcer:
 
     async def _internal_error(self, call: Invocation, audit_id: str) -> tuple[types.CallToolResult, str]:
         """Fail closed: the action did not happen; say so, and record it if the database lets us."""
-        message = "The action could not be completed because of an internal error; nothing was changed."
+        message = _INTERNAL_ERROR.message
         outcome = Outcome("error", "failed", "internal_error", message)
         try:
             await self._record_alone(call, outcome, audit_id=audit_id)
         except Exception:
             logger.exception("the failure of %s could not be recorded either", call.tool)
-        refusal = Refusal(status="failed", code="internal_error", message=message, audit_id=audit_id)
-        return refusal_result(refusal), "error"
+        return refusal_result(_INTERNAL_ERROR.model_copy(update={"audit_id": audit_id})), "error"
 
     def _context(self, principal: Principal, session: Any, now: datetime, audit_id: str, tool: str) -> ToolContext:
         return ToolContext(
@@ -518,10 +525,22 @@ class Enforcer:
 
     async def record_refusal(
         self, principal: Principal | None, info: CallInfo, tool: str | None, code: str, reason: str, kind: str
-    ) -> str:
-        """Record a request refused before it reached a tool (HTTP 401/403 at the transport)."""
+    ) -> str | None:
+        """Record a request refused before it reached a tool (HTTP 401/403 at the transport); its audit id, or None
+        when the record could not be written (the request stays refused; the failure is logged)."""
         outcome = Outcome("deny", "refused", code, reason)
-        return await self._record_alone(Invocation(principal, info, tool), outcome, kind=kind)
+        try:
+            return await self._record_alone(Invocation(principal, info, tool), outcome, kind=kind)
+        except Exception:
+            logger.exception("a refused request could not be recorded")
+            return None
+
+
+_INTERNAL_ERROR = Refusal(
+    status="failed",
+    code="internal_error",
+    message="The action could not be completed because of an internal error; nothing was changed.",
+)
 
 
 def _key_owner(principal: Principal) -> str:

@@ -97,7 +97,7 @@ def build_record(
     """The audit record of one invocation (DESIGN.md section 6); its place in the chain is set by ``chain.append``."""
     principal, info, tool, raw = call.principal, call.info, call.tool, call.raw
     customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
-    return AuditRecord(
+    record = AuditRecord(
         seq=0,
         id=audit_id,
         at=at,
@@ -133,6 +133,27 @@ def build_record(
         prev_hash="",
         hash="",
     )
+    return _fit_to_columns(record)
+
+
+def _fit_to_columns(record: AuditRecord) -> AuditRecord:
+    """Make every text field storable as it is on both engines: no NUL byte (PostgreSQL refuses it in text) and no
+    more characters than its column holds (PostgreSQL refuses, SQLite would keep them). Client-chosen values (a tool
+    name, a client name, an argument) must never make the record of a refused call impossible to write."""
+    for column in _AUDIT_COLUMNS:
+        value = getattr(record, column.name)
+        if not isinstance(value, str):
+            continue
+        fitted = value.replace("\x00", "\\u0000")
+        limit = getattr(column.type, "length", None)
+        if limit is not None and len(fitted) > limit:
+            fitted = fitted[: limit - 1] + "\u2026"
+        if fitted != value:
+            setattr(record, column.name, fitted)
+    return record
+
+
+_AUDIT_COLUMNS = tuple(AuditRecord.__table__.columns)  # type: ignore[attr-defined]
 
 
 def decided_outcome(

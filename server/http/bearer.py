@@ -33,7 +33,7 @@ from server.request_context import RequestOrigin, current_origin, current_princi
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_048_576
-RefusalRecorder = Callable[[Principal | None, CallInfo, str | None, str, str, str], Awaitable[str]]
+RefusalRecorder = Callable[[Principal | None, CallInfo, str | None, str, str, str], Awaitable[str | None]]
 
 
 def _quote(value: str) -> str:
@@ -146,8 +146,8 @@ class BearerGuard:
     def _missing_scope(self, principal: Principal, body: bytes) -> tuple[str, tuple[str, ...]] | None:
         try:
             message = json.loads(body)
-        except ValueError:
-            return None  # not JSON: the SDK answers with a parse error
+        except (ValueError, RecursionError):
+            return None  # not JSON (or nested past the parser's depth): the SDK answers with a parse error
         messages = message if isinstance(message, list) else [message]
         for item in messages:
             if not isinstance(item, dict) or item.get("method") != "tools/call":
