@@ -47,10 +47,18 @@ async def customer_lookup(args: CustomerLookupArgs, ctx: ToolContext) -> Custome
     if args.customer_id is not None:
         customer = await get_customer(ctx, args.customer_id)
     else:
-        found = (await ctx.session.exec(select(Customer).where(Customer.email == args.email))).first()
-        if found is None or (ctx.principal.tenant is not None and found.tenant != ctx.principal.tenant):
+        query = select(Customer).where(Customer.email == args.email)
+        if ctx.principal.tenant is not None:  # only the caller's tenant: another tenant's customers do not exist here
+            query = query.where(Customer.tenant == ctx.principal.tenant)
+        found = (await ctx.session.exec(query.limit(2))).all()
+        if not found:
             raise ToolError("not_found", "No customer with that email address was found.")
-        customer = await get_customer(ctx, found.id)
+        if len(found) > 1:
+            raise ToolError(
+                "ambiguous_email",
+                "More than one customer has that email address; look the customer up by id instead.",
+            )
+        customer = await get_customer(ctx, found[0].id)
     show_pii = ctx.principal.has_scope("customers:pii")
     return CustomerPublic(
         id=customer.id,

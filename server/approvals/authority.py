@@ -74,8 +74,14 @@ def approval_for_approver(approval: Approval | None, approval_id: str, principal
     return approval
 
 
+def is_own_request(approval: Approval, principal: Principal) -> bool:
+    """Whether ``principal`` asked for it: the same principal key within the same tenant (a subject holding tokens
+    for two tenants never sees one tenant's request through the other)."""
+    return approval.requester_key == principal.key and approval.requester_tenant == principal.tenant
+
+
 def approval_for_requester(approval: Approval | None, approval_id: str, principal: Principal) -> Approval:
-    """The approval if ``principal`` asked for it (same principal key); anyone else gets "not found"."""
-    if approval is None or approval.requester_key != principal.key:
+    """The approval if ``principal`` asked for it (:func:`is_own_request`); anyone else gets "not found"."""
+    if approval is None or not is_own_request(approval, principal):
         raise NotFound("approval", approval_id)
     return approval

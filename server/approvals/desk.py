@@ -25,6 +25,7 @@ from server.approvals import store
 from server.approvals.authority import (
     approval_for_approver,
     approval_for_requester,
+    is_own_request,
     require_approver,
     require_separation,
 )
@@ -141,7 +142,7 @@ class ApprovalDesk:
         if content.get("status") != "pending_approval" or not isinstance(content.get("approval_id"), str):
             return answer
         approval = await store.get(session, content["approval_id"])
-        if approval is None or approval.requester_key != requester.key:
+        if approval is None or not is_own_request(approval, requester):
             return answer
         status = effective_status(approval, now)
         if status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED) and approval.result:

@@ -48,11 +48,16 @@ class ApprovalRequest:
 async def find_open(
     session: AsyncSession, requester: Principal, tool: str, digest: str, now: datetime
 ) -> Approval | None:
-    """A pending, unexpired approval of the same requester for the same tool and the same exact arguments."""
+    """A pending, unexpired approval of the same requester (and tenant) for the same tool and exact arguments."""
     query = (
         select(Approval)
         .where(
             Approval.requester_key == requester.key,
+            (
+                col(Approval.requester_tenant).is_(None)
+                if requester.tenant is None
+                else Approval.requester_tenant == requester.tenant
+            ),
             Approval.tool == tool,
             Approval.arguments_digest == digest,
             Approval.status == ApprovalStatus.PENDING,

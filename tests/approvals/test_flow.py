@@ -229,3 +229,15 @@ async def test_a_token_without_the_approver_claim_cannot_decide_when_the_claim_i
     assert agent.is_error and agent.structured_content["code"] == "not_an_approver"
     human = await _decide(harness, approval_id, extra_claims={"mandate_approver": True})
     assert not human.is_error and human.structured_content["status"] == "executed"
+
+
+async def test_an_approval_of_one_tenant_is_not_found_under_the_same_agents_token_for_another(harness: Harness) -> None:
+    async with harness.client("refunds", tenant="acme") as client:
+        asked = await client.call_tool("refund_create", BIG_REFUND)
+    approval_id = asked.structured_content["approval_id"]
+    assert not (await _decide(harness, approval_id)).is_error
+    async with harness.client("refunds", tenant="globex") as client:
+        foreign = await client.call_tool("approval_status", {"approval_id": approval_id})
+        again = await client.call_tool("refund_create", BIG_REFUND)
+    assert foreign.is_error and foreign.structured_content["code"] == "not_found"
+    assert again.structured_content["code"] == "not_found"  # ord_5002 is acme's: no approval is reused or opened

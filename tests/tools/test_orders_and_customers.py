@@ -103,3 +103,41 @@ async def test_an_email_change_is_kept_in_the_history_and_redacted_in_the_audit(
         audit = (await session.exec(select(AuditRecord).where(AuditRecord.id == record))).one()
     assert (change.old_value, change.new_value) == ("alan@example.org", "alan.turing@example.org")
     assert "alan.turing@example.org" not in audit.arguments
+
+
+async def test_a_customer_is_found_by_email_in_the_callers_tenant_when_another_tenant_has_the_same_address(
+    harness: Harness,
+) -> None:
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from tools.store.models import Customer
+
+    now = datetime.now(UTC)
+
+    async def add(session: Any) -> None:
+        session.add(
+            Customer(
+                id="cus_2001", tenant="globex", name="Pat G", email="pat@example.com", phone="+1 555", created_at=now
+            )
+        )
+        await session.flush()
+        session.add(
+            Customer(
+                id="cus_2002", tenant="acme", name="Pat A", email="pat@example.com", phone="+1 556", created_at=now
+            )
+        )
+
+    await harness.mandate.db.run_in_transaction(add)
+    async with harness.client("support", tenant="acme") as client:
+        acme = await client.call_tool("customer_lookup", {"email": "pat@example.com"})
+    async with harness.client("support", tenant="initech") as client:
+        elsewhere = await client.call_tool("customer_lookup", {"email": "pat@example.com"})
+    async with harness.client("support") as client:
+        untenanted = await client.call_tool("customer_lookup", {"email": "pat@example.com"})
+    assert not acme.is_error and acme.structured_content is not None
+    assert acme.structured_content["id"] == "cus_2002"
+    assert elsewhere.is_error and elsewhere.structured_content is not None
+    assert elsewhere.structured_content["code"] == "not_found"
+    assert untenanted.is_error and untenanted.structured_content is not None
+    assert untenanted.structured_content["code"] == "ambiguous_email"  # never an arbitrary tenant's customer
