@@ -35,7 +35,15 @@ from server.audit.models import GENESIS_HASH
 from server.storage.database import Database
 
 Problem = Literal[
-    "altered", "missing", "inserted", "replaced", "beyond_head", "head_mismatch", "truncated", "checkpoint_mismatch"
+    "altered",
+    "missing",
+    "inserted",
+    "replaced",
+    "beyond_head",
+    "head_mismatch",
+    "truncated",
+    "checkpoint_mismatch",
+    "before_start",
 ]
 ProgressCallback = Callable[[int, int], None]
 """Called with (records checked, records to check) after every batch."""
@@ -145,6 +153,15 @@ async def _head(db: Database) -> tuple[int, str]:
     return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS_HASH)
 
 
+async def _first_below_start(db: Database) -> tuple[int, str] | None:
+    """The record with the lowest position below 1, if any: the chain starts at seq 1, so it was written around it
+    (readers that list by time would show it; the walk from seq 1 would never meet it)."""
+    first = select(func.min(RECORDS.c.seq)).where(RECORDS.c.seq < 1).scalar_subquery()
+    async with db.engine.connect() as connection:
+        row = (await connection.execute(select(RECORDS.c.seq, RECORDS.c.id).where(RECORDS.c.seq == first))).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
 async def _first_beyond(db: Database) -> tuple[int, str] | None:
     """The first record after the head's current position, if any (one statement, so one consistent view)."""
     head_seq = select(HEAD.c.seq).where(HEAD.c.id == 1).scalar_subquery()
@@ -236,6 +253,11 @@ async def verify_chain(
             )
     if first_break is None and anchor is not None:
         first_break = _against_anchor(anchor, last_seq, walker.at_anchor)
+    below = await _first_below_start(db)
+    if below is not None:  # the lowest position of all: it is the first bad record, whatever else was found
+        first_break = ChainBreak(
+            below[0], below[1], "before_start", "a record lies before the chain's first position (written around it?)"
+        )
     return VerifyReport(
         records=walker.count,
         last_seq=last_seq,

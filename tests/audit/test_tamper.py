@@ -217,3 +217,28 @@ async def test_the_cli_reports_an_intact_chain_and_draws_progress_on_request(db:
     assert f"audit chain intact: {N} records" in result.out
     assert "verifying [" in result.err
     assert f"{N}/{N} records" in result.err
+
+
+@pytest.mark.parametrize("seq", [0, -7])
+async def test_a_record_written_below_the_first_position_is_named_though_readers_would_show_it(
+    db: Database, seq: int
+) -> None:
+    from server.audit.query import AuditFilter, fetch_rows, select_records
+
+    await append_records(db, 5)
+    await drop_audit_triggers(db)
+    forged = make_record(77, tool="refund_create", customer_id="cus_1002", subject="agent:someone-else")
+    forged.seq, forged.prev_hash = seq, "0" * 64
+    forged.hash = chain.link_hash(forged)
+    async with db.engine.begin() as connection:
+        await connection.execute(chain.RECORDS.insert().values(chain.record_values(forged)))
+    async with db.session() as session:
+        shown = await fetch_rows(session, select_records(AuditFilter(customer_id="cus_1002")))
+    assert [row["id"] for row in shown] == [forged.id]
+    report = await verify_chain(db)
+    assert report.first_break is not None
+    assert (report.first_break.seq, report.first_break.record_id, report.first_break.problem) == (
+        seq,
+        forged.id,
+        "before_start",
+    )
