@@ -66,6 +66,10 @@ class Money:
             raise MoneyError('amount must be a decimal string such as "12.50"')
         if not _AMOUNT.fullmatch(amount):
             raise MoneyError(f'amount must be a decimal string such as "12.50"; got {amount!r}')
+        digits = minor_units(currency)
+        decimals = len(amount.partition(".")[2])
+        if decimals > digits:  # "12.500" EUR too: one amount has one spelling, so its digest is stable
+            raise MoneyError(f"{currency} has {digits} decimal places; {amount} has {decimals}")
         try:
             value = Decimal(amount)
         except InvalidOperation:  # pragma: no cover - the pattern already guarantees a decimal

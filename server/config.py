@@ -35,6 +35,9 @@ class IssuerConfig(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
     accepted_types: list[str] = Field(default_factory=lambda: ["at+jwt", "application/at+jwt"])
     tenant_claim: str | None = "tenant"
+    require_tenant: bool = False
+    """Refuse this issuer's tokens that lack ``tenant_claim``: in a multi-tenant deployment a token without a tenant
+    is not bound to one and would see every tenant's customers."""
 
     @field_validator("algorithms")
     @classmethod

@@ -12,6 +12,7 @@ guessed at.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ def principal_from_claims(
     leeway_seconds: float,
     tenant_claim: str | None,
     subject_fallback_to_client_id: bool,
+    require_tenant: bool = False,
 ) -> Principal:
     """Check ``claims`` at time ``now`` (seconds since the epoch); ``audiences`` are already normalized."""
     if claims.get("iss") != issuer:
@@ -66,6 +68,9 @@ def principal_from_claims(
     if subject is None:
         raise InvalidToken("token has no subject")
     assert client_id is not None  # client_id falls back to the subject, which is set
+    tenant = _string(claims, tenant_claim) if tenant_claim else None
+    if require_tenant and tenant is None:  # a token without it would see every tenant's data
+        raise InvalidToken("token names no tenant")
 
     return Principal(
         subject=subject,
@@ -75,7 +80,7 @@ def principal_from_claims(
         audience=token_audience,
         expires_at=expires_at,
         token_id=_string(claims, "jti"),
-        tenant=_string(claims, tenant_claim) if tenant_claim else None,
+        tenant=tenant,
         actor=_actor(claims),
         authorization_details=_authorization_details(claims),
         claims=claims,
@@ -119,18 +124,31 @@ def _string(claims: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+"""RFC 6749 section 3.3: ``scope-token = 1*( %x21 / %x23-5B / %x5D-7E )``, delimited by single spaces (%x20)."""
+
+
+def _scope_tokens(value: str, claim: str) -> frozenset[str]:
+    """Split on the space character only; any other whitespace or character outside the grammar is malformed, so
+    ``"profile\u00a0refunds:create"`` can never grant ``refunds:create``."""
+    tokens = [token for token in value.split(" ") if token]
+    if not all(_SCOPE_TOKEN.fullmatch(token) for token in tokens):
+        raise InvalidToken(f"claim {claim} is malformed")
+    return frozenset(tokens)
+
+
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
     if "scope" in claims:
         scope = claims["scope"]
         if not isinstance(scope, str):
             raise InvalidToken("claim scope is malformed")
-        return frozenset(scope.split())
+        return _scope_tokens(scope, "scope")
     scp = claims.get("scp")
     if scp is None:
         return frozenset()
     if isinstance(scp, str):
-        return frozenset(scp.split())
-    if isinstance(scp, list) and all(isinstance(item, str) and item and item.split() == [item] for item in scp):
+        return _scope_tokens(scp, "scp")
+    if isinstance(scp, list) and all(isinstance(item, str) and _SCOPE_TOKEN.fullmatch(item) for item in scp):
         return frozenset(scp)
     raise InvalidToken("claim scp is malformed")
 

@@ -76,6 +76,8 @@ class TrustedIssuer:
     A token without ``typ`` is refused."""
     tenant_claim: str | None = "tenant"
     """The claim that names the caller's tenant, if any."""
+    require_tenant: bool = False
+    """Refuse tokens without the tenant claim (multi-tenant deployments: a token without a tenant sees every one)."""
     subject_fallback_to_client_id: bool = True
     """Use the client id as subject when ``sub`` is absent (client-credentials tokens of many servers omit it)."""
 
@@ -88,6 +90,8 @@ class TrustedIssuer:
         object.__setattr__(self, "accepted_types", frozenset(self.accepted_types))
         if not self.algorithms:
             raise ValueError(f"issuer {self.issuer!r}: no signature algorithm allowed")
+        if self.require_tenant and not self.tenant_claim:
+            raise ValueError(f"issuer {self.issuer!r}: require_tenant needs a tenant_claim")
         for name in self.algorithms:
             model = JWSRegistry.algorithms.get(name)
             if (
@@ -266,6 +270,7 @@ class JwtVerifier:
             leeway_seconds=self._leeway,
             tenant_claim=trusted.tenant_claim,
             subject_fallback_to_client_id=trusted.subject_fallback_to_client_id,
+            require_tenant=trusted.require_tenant,
         )
 
     def _remember(self, digest: bytes, result: _CachedResult) -> None:

@@ -453,6 +453,27 @@ async def test_scopes_are_read_from_scp_when_scope_is_absent(
 
 
 @pytest.mark.parametrize(
+    "scope",
+    [
+        "orders:read profile\u00a0refunds:create",
+        "orders:read\trefunds:create",
+        "orders:read refunds:create\u2028",
+        'a"b',
+    ],
+    ids=["no-break-space", "tab", "line-separator", "quote"],
+)
+async def test_scopes_are_delimited_by_spaces_only_and_anything_outside_the_grammar_refuses_the_token(
+    published: IssuerSite, make_verifier: VerifierFactory, tokens: TokenFactory, scope: str
+) -> None:
+    """RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), separated by %x20."""
+    verifier = make_verifier()
+    with pytest.raises(InvalidToken, match="scope is malformed"):
+        await verifier.verify(sign(rsa_key("k1"), tokens.claims(scope=scope)))
+    doubled = await verifier.verify(sign(rsa_key("k1"), tokens.claims(scope="  orders:read   customers:read ")))
+    assert doubled.scopes == frozenset({"orders:read", "customers:read"})
+
+
+@pytest.mark.parametrize(
     ("claim", "value"),
     [
         ("scope", ["orders:read"]),
@@ -485,6 +506,17 @@ async def test_the_tenant_is_read_from_the_configured_claim(
     assert (await make_verifier().verify(token)).tenant == "acme"
     assert (await make_verifier(tenant_claim="org").verify(token)).tenant == "globex"
     assert (await make_verifier(tenant_claim=None).verify(token)).tenant is None
+
+
+async def test_an_issuer_that_requires_a_tenant_refuses_its_tokens_without_one(
+    published: IssuerSite, make_verifier: VerifierFactory, tokens: TokenFactory
+) -> None:
+    verifier = make_verifier(require_tenant=True)
+    assert (await verifier.verify(sign(rsa_key("k1"), tokens.claims(tenant="acme")))).tenant == "acme"
+    assert await refusal(verifier, sign(rsa_key("k1"), tokens.claims())) == "token names no tenant"
+    assert (await make_verifier().verify(sign(rsa_key("k1"), tokens.claims()))).tenant is None
+    with pytest.raises(ValueError, match="require_tenant needs a tenant_claim"):
+        TrustedIssuer(issuer="https://issuer.example", tenant_claim=None, require_tenant=True)
 
 
 async def test_a_cached_verification_is_rechecked_against_expiry(

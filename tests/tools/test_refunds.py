@@ -126,3 +126,21 @@ async def test_a_refund_for_an_order_that_does_not_exist_is_not_found(harness: H
     assert result.is_error
     assert result.structured_content is not None
     assert result.structured_content["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "order_id"),
+    [("12.500", "EUR", "ord_5001"), ("1.0000", "USD", "ord_5004"), ("800.0", "JPY", "ord_5009")],
+)
+async def test_surplus_zero_decimals_are_refused_so_one_amount_has_one_spelling(
+    harness: Harness, amount: str, currency: str, order_id: str
+) -> None:
+    """One amount, one spelling: otherwise "12.500" and "12.50" would be two requests to approvals and idempotency."""
+    async with harness.client("refunds") as client:
+        result = await client.call_tool(
+            "refund_create", {"order_id": order_id, "amount": amount, "currency": currency, "reason": "late delivery"}
+        )
+    assert result.is_error and result.structured_content is not None
+    assert result.structured_content["code"] == "invalid_arguments"
+    assert "decimal places" in result.structured_content["message"]
+    assert await _refund_count(harness) == 0
