@@ -154,7 +154,9 @@ class Settings(BaseModel):
         return self.database_url or sqlite_url_for(self.data_dir)
 
     def describe(self) -> str:
-        url = normalise_url(self.effective_database_url).render_as_string(hide_password=True)
+        parsed = normalise_url(self.effective_database_url)
+        hidden = {key: "***" for key in parsed.query}  # a password may ride in the query (?password=...)
+        url = parsed.set(query=hidden).render_as_string(hide_password=True)
         issuers = [i.issuer for i in self.issuers] + (
             [f"{self.dev_issuer_url} (development)"] if self.dev_issuer else []
         )

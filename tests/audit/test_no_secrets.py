@@ -169,3 +169,12 @@ async def test_no_token_key_or_secret_appears_in_records_logs_or_errors(
         if needle in haystack
     ]
     assert leaks == []
+
+
+def test_the_settings_summary_hides_database_passwords_in_the_url_and_in_its_query() -> None:
+    from server.config import Settings
+
+    url = "postgresql://mandate:pw-in-url@db.internal/mandate?password=pw-in-query&sslmode=require"
+    summary = Settings(database_url=url).describe()
+    assert "pw-in-url" not in summary and "pw-in-query" not in summary
+    assert "db.internal/mandate" in summary
