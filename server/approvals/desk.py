@@ -199,7 +199,7 @@ class ApprovalDesk:
         now: datetime,
     ) -> Sequence[ApprovalSummary]:
         require_approver(approver, self.settings)
-        rows = await store.listing(session, status=status, tenant=approver.tenant, limit=limit)
+        rows = await store.listing(session, status=status, tenant=approver.tenant, limit=limit, now=now)
         return [summary_of(row, now) for row in rows]
 
     async def detail(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -121,11 +121,19 @@ async def get(session: AsyncSession, approval_id: str) -> Approval | None:
 
 
 async def listing(
-    session: AsyncSession, *, status: ApprovalStatus | None, tenant: str | None, limit: int
+    session: AsyncSession, *, status: ApprovalStatus | None, tenant: str | None, limit: int, now: datetime
 ) -> Sequence[Approval]:
-    """Approvals newest first, optionally of one status; only the tenant's when the reader belongs to one."""
+    """Approvals newest first, optionally of one status as of ``now`` (a pending approval past its expiry is
+    expired, whether or not the sweep has marked it yet); only the tenant's when the reader belongs to one."""
     query = select(Approval)
-    if status is not None:
+    expires_at = col(Approval.expires_at)
+    if status == ApprovalStatus.PENDING:
+        query = query.where(Approval.status == status, expires_at > now)
+    elif status == ApprovalStatus.EXPIRED:
+        stored = col(Approval.status)
+        overdue = and_(stored == ApprovalStatus.PENDING, expires_at <= now)
+        query = query.where(or_(stored == status, overdue))
+    elif status is not None:
         query = query.where(Approval.status == status)
     if tenant is not None:
         query = query.where(Approval.requester_tenant == tenant)

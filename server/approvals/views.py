@@ -185,8 +185,8 @@ def webhook_data(approval: Approval) -> dict[str, Any]:
     """What a webhook tells: the summary (arguments redacted), the decision, and how the action ended."""
     data = summary_of(approval).model_dump(mode="json")
     detail = detail_of(approval)
-    if detail.decided is not None:
-        data["decided"] = detail.decided.model_dump(mode="json")
+    if detail.decided is not None:  # the comment is free text, kept out as the audit trail keeps it out
+        data["decided"] = detail.decided.model_dump(mode="json", exclude={"comment"})
     if detail.outcome is not None:
         data["outcome"] = detail.outcome.model_dump(mode="json", exclude={"result"})
     return data

@@ -5,7 +5,7 @@ or ``--token-file``) is verified exactly as over HTTP, and each command is a cal
 ``approval_get`` or ``approval_decide`` tool, with the same checks (scope, approver claim, separation of duties)
 and the same audit record (transport ``cli``). Identity comes from the verified token, never from a flag.
 
-Exit status: 0 done, 1 the server refused (the message says why), 2 a usage or configuration error.
+Exit status: 0 done, 1 refused (the message says why), 2 a usage, configuration, credential or database error.
 """
 
 from __future__ import annotations
@@ -39,11 +39,18 @@ def _token(args: argparse.Namespace) -> str:
 
 
 async def _call(settings: Settings, token: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    from sqlalchemy.exc import DBAPIError
+
     from server.app import open_mandate
     from server.auth.errors import InvalidToken
     from server.enforcement import CallInfo
+    from server.storage.database import normalise_url
 
-    mandate = await open_mandate(settings, local_dev_jwks=True)
+    try:
+        mandate = await open_mandate(settings, local_dev_jwks=True)
+    except DBAPIError as exc:
+        safe = normalise_url(settings.effective_database_url).render_as_string(hide_password=True)
+        raise CommandError(f"cannot open the database {safe}: {type(exc.orig).__name__}") from None
     try:
         try:
             principal = await mandate.verifier.verify(token)

@@ -241,3 +241,13 @@ async def test_an_approval_of_one_tenant_is_not_found_under_the_same_agents_toke
         again = await client.call_tool("refund_create", BIG_REFUND)
     assert foreign.is_error and foreign.structured_content["code"] == "not_found"
     assert again.structured_content["code"] == "not_found"  # ord_5002 is acme's: no approval is reused or opened
+
+
+async def test_an_approval_past_its_expiry_is_listed_as_expired_before_the_sweep_marks_it(harness: Harness) -> None:
+    approval_id = await _request(harness)
+    later = harness.mandate.enforcer.clock() + timedelta(hours=25)
+    harness.mandate.enforcer.clock = lambda: later  # the background sweep has not run
+    pending = await _call(harness, "supervisor", "approvals_list", {"status": "pending"})
+    expired = await _call(harness, "supervisor", "approvals_list", {"status": "expired"})
+    assert pending.structured_content["items"] == []
+    assert [(i["approval_id"], i["status"]) for i in expired.structured_content["items"]] == [(approval_id, "expired")]
