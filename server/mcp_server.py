@@ -9,7 +9,8 @@ low-level handlers are the stable seam (MCP specification 2025-11-25 and 2026-07
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from collections import OrderedDict
+from typing import Any, Protocol, cast
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -64,7 +65,42 @@ def _call_info(ctx: ServerRequestContext[Any, Any]) -> CallInfo:
     )
 
 
+_EMPTY_LISTING = types.ListToolsResult(tools=[]).model_dump(by_alias=True, mode="json", exclude_none=True)
+"""What the model itself would dump besides the tools (the result type and the cache fields' defaults)."""
+
+
+class ListingMemo:
+    """The wire form of each tool list recently answered, so a listing does not re-dump every tool definition.
+
+    A tools/list result goes through several full passes over every definition in the SDK (the handler's model is
+    dumped, validated against the protocol version's schema and dumped again, then wrapped and encoded); with
+    1,000 tools that is megabytes each time. The definitions never change while the server runs, so the first pass is
+    done once per distinct list (a caller's scopes decide which tools it sees) and the handler returns the dumped
+    mapping, which the SDK accepts as a result as it is. The key is the identity of the definitions themselves, so a
+    list the enforcer builds differently is a different entry, never a stale one.
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[int, ...], tuple[tuple[types.Tool, ...], list[dict[str, Any]]]] = OrderedDict()
+
+    def result(self, tools: list[types.Tool]) -> dict[str, Any]:
+        key = tuple(map(id, tools))
+        entry = self._entries.get(key)
+        if entry is None:
+            dumped = [tool.model_dump(by_alias=True, mode="json", exclude_none=True) for tool in tools]
+            entry = (tuple(tools), dumped)  # holding the definitions keeps their ids from being reused
+            self._entries[key] = entry
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return {**_EMPTY_LISTING, "tools": list(entry[1])}
+
+
 def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version: str) -> Server[Any]:
+    listings = ListingMemo()
+
     async def on_list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -74,7 +110,10 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
             logger.warning("tools/list refused: %s", exc.description)
             await enforcer.record_refusal(None, _call_info(ctx), None, "invalid_token", exc.description, "auth")
             return types.ListToolsResult(tools=[])
-        return types.ListToolsResult(tools=await enforcer.list_tools(principal, _call_info(ctx)))
+        listing = listings.result(await enforcer.list_tools(principal, _call_info(ctx)))
+        # The SDK takes a mapping as the result (``mcp.server.runner._dump_result``) and validates it against the
+        # protocol version's ListToolsResult like any other: the same bytes on the wire, one pass fewer.
+        return cast(types.ListToolsResult, listing)
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -95,10 +134,21 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
             )
         return await enforcer.call_tool(principal, params.name, params.arguments, _call_info(ctx))
 
+    catalog = enforcer.catalog
+
+    def tool_input_schema(name: str) -> dict[str, Any] | None:
+        # The SDK's 2026-07-28 entry checks a tools/call's Mcp-Param-* headers against the tool's input schema
+        # before dispatch. Without this lookup it would run on_list_tools to find the schema: a whole listing, its
+        # audit record and its transaction in front of every call with arguments. The catalog answers from memory;
+        # who may call the tool is decided afterwards, as for any call.
+        entry = catalog.get(name)
+        return None if entry is None else entry.definition.input_schema
+
     return Server(
         SERVER_NAME,
         version=version,
         instructions=INSTRUCTIONS,
+        get_tool_input_schema=tool_input_schema,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )

@@ -136,3 +136,17 @@ async def test_the_dev_issuer_publishes_only_public_keys(live: LiveServer) -> No
         jwks = (await http.get(f"{live.base_url}/dev-issuer/jwks.json")).json()
     assert jwks["keys"]
     assert all("d" not in key for key in jwks["keys"])
+
+
+async def test_a_tools_call_writes_exactly_one_audit_record_and_no_listing(live: LiveServer) -> None:
+    # The SDK checks a 2026-07-28 call's Mcp-Param-* headers against the tool's input schema; Mandate answers that
+    # from its catalog, so no hidden tools/list (with an audit record of its own) runs in front of the call.
+    async with live.client(live.harness.token("support")) as client:
+        await client.list_tools()  # the client checks structuredContent against the listed output schema
+        async with live.mandate.db.session() as session:
+            last = (await session.exec(select(func.max(AuditRecord.seq)))).one() or 0
+        result = await client.call_tool("orders_list", {"customer_id": "cus_1001"})
+        assert not result.is_error
+        async with live.mandate.db.session() as session:
+            written = (await session.exec(select(AuditRecord).where(col(AuditRecord.seq) > last))).all()
+    assert [(record.kind, record.tool, record.outcome) for record in written] == [("call", "orders_list", "succeeded")]
