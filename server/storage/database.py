@@ -79,6 +79,11 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        # SQLite has one writer at a time. Without a queue of our own, concurrent ``BEGIN IMMEDIATE`` meet
+        # SQLITE_BUSY and SQLite's busy handler sleeps (1, 2, 5, 10 ... 100 ms) before trying again, so a burst of
+        # calls waits on timers, not on each other. One lock per process queues them in arrival order instead; the
+        # busy handler still arbitrates between processes that share the file.
+        self._write_lock: anyio.Lock | None = anyio.Lock(fast_acquire=True) if self.is_sqlite else None
 
     @property
     def safe_url(self) -> str:
@@ -97,13 +102,17 @@ class Database:
     async def run_in_transaction(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction that commits only if it returns; retry on serialization failures.
 
-        ``work`` may run more than once, so it must do nothing outside the session that it cannot repeat.
+        ``work`` may run more than once, so it must do nothing outside the session that it cannot repeat. On SQLite
+        the transactions of this process run one at a time (in arrival order), so ``work`` must not wait on another
+        transaction of the same database.
         """
         delay = 0.005
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
-                async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-                    return await work(session)
+                if self._write_lock is None:
+                    return await self._attempt(work)
+                async with self._write_lock:
+                    return await self._attempt(work)
             except DBAPIError as exc:
                 if attempt < _MAX_ATTEMPTS and _is_retryable(exc):
                     logger.debug("transaction conflict, retry %d", attempt)
@@ -112,6 +121,10 @@ class Database:
                     continue
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            return await work(session)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
