@@ -82,14 +82,52 @@ def _input_schema(spec: ToolSpec) -> dict[str, Any]:
     return schema
 
 
+_ANNOTATIONS = frozenset({"title", "description"})
+_SUBSCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_VALUES = frozenset({"const", "enum", "default", "examples"})
+
+
+def _without_annotations(schema: Any) -> Any:
+    """The schema without ``title`` and ``description``: annotations only, so it accepts exactly the same values.
+
+    A property *named* ``title`` stays (the keys of ``properties`` are names, not keywords), and so do literal values
+    (``const``, ``enum``, ``default``, ``examples``).
+    """
+    if isinstance(schema, list):
+        return [_without_annotations(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    compact: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _VALUES:
+            compact[key] = value
+        elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+            compact[key] = {name: _without_annotations(sub) for name, sub in value.items()}
+        else:
+            compact[key] = _without_annotations(value)
+    return compact
+
+
+_SHARED_SHAPES = frozenset({Refusal.__name__, PendingApproval.__name__})
+
+
 def _output_schema(spec: ToolSpec) -> dict[str, Any]:
     """What ``structuredContent`` can hold: the result, a refusal, or (with a side effect) a pending approval.
 
     Refusals are ``isError`` results that still carry structured fields for the model; clients such as the MCP
     Inspector validate them against the schema too, so the schema names every shape the tool can answer with.
+    The refusal and pending-approval shapes are the same in every tool, so they go without their titles and
+    descriptions (the result and the tool's description say what they mean): with them, they were most of the bytes
+    of a large tools/list. What the schema accepts does not change.
     """
     either: Any = spec.result_model | Refusal if spec.read_only else spec.result_model | PendingApproval | Refusal
     schema = TypeAdapter[Any](either).json_schema()
+    defs = schema.get("$defs", {})
+    for name in _SHARED_SHAPES & defs.keys():
+        if name != spec.result_model.__name__:
+            defs[name] = _without_annotations(defs[name])
     schema["type"] = "object"
     return schema
 

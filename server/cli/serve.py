@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from datetime import UTC, datetime
@@ -32,6 +33,17 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def freeze_startup_heap() -> None:
+    """Move everything built at start-up out of the cyclic garbage collector's sight (``gc.freeze``).
+
+    The catalog with its schemas, the policy, SQLAlchemy's and pydantic's machinery live as long as the process. Left
+    in the collected generations, every full collection walks all of them again and stalls the request that
+    triggered it (tens of milliseconds with a large catalog); frozen, a collection walks only what requests made.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve_http(settings: Settings) -> None:
     import uvicorn
 
@@ -44,6 +56,7 @@ async def _serve_http(settings: Settings) -> None:
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", server_header=False
         )
         server = uvicorn.Server(config)
+        freeze_startup_heap()
         print(f"mandate: serving MCP at {settings.audience} ({settings.describe()})", file=sys.stderr)
         await server.serve()
     finally:
@@ -55,6 +68,7 @@ async def _serve_stdio(settings: Settings) -> None:
     from server.stdio import TOKEN_VARIABLE, serve_stdio
 
     mandate = await open_mandate(settings, local_dev_jwks=True)
+    freeze_startup_heap()
     try:
         await serve_stdio(mandate, os.environ.get(TOKEN_VARIABLE))
     finally:
