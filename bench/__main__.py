@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import uvloop
@@ -60,6 +61,8 @@ async def run(args: argparse.Namespace, plan: Plan, command: str) -> Results:
     sections = args.only or list(SECTIONS)
     pin = can_pin() and not args.no_pin and not plan.in_process_servers
     profile = plan is FULL if args.profile is None else args.profile
+    if profile and not plan.profile_calls and not plan.in_process_servers:
+        plan = replace(plan, profile_calls=300)  # --quick --profile: a shorter profile
     profile_dir = args.out / "profiles" if profile else None
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)

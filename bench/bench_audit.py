@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -139,24 +140,43 @@ def _median_us(values: list[float]) -> float:
     return statistics.median(values) * 1_000_000
 
 
-async def bench_engine(name: str, url: str, records: int, rounds: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Sizes:
+    """How much one engine's run measures."""
+
+    records: int = 100_000
+    rounds: int = 5
+    warmup: int = 200
+    alone: int = 500
+    inside: int = 200
+    trips: int = 200
+
+
+SIZES = {
+    "full": Sizes(records=100_000, rounds=3),
+    "quick": Sizes(records=10_000, rounds=1, warmup=50, alone=100, inside=100, trips=50),
+    "smoke": Sizes(records=300, rounds=1, warmup=5, alone=10, inside=10, trips=10),
+}
+
+
+async def bench_engine(name: str, url: str, sizes: Sizes, *, quiet: bool = False) -> dict[str, float]:
     db = await _fresh(url)
     try:
         offset = 0
-        await write_alone(db, 200, offset)  # warm-up: connections, statement caches, the file
-        offset += 200
+        await write_alone(db, sizes.warmup, offset)  # warm-up: connections, statement caches, the file
+        offset += sizes.warmup
         alone, inside, trips = [], [], []
-        for _ in range(rounds):
-            trips.append(await round_trip(db, 200))
-            alone.append(await write_alone(db, 500, offset))
-            offset += 500
-            inside.append(await write_in_transaction(db, 200, offset))
-            offset += 200
-        await bulk_chain(db, records)
+        for _ in range(sizes.rounds):
+            trips.append(await round_trip(db, sizes.trips))
+            alone.append(await write_alone(db, sizes.alone, offset))
+            offset += sizes.alone
+            inside.append(await write_in_transaction(db, sizes.inside, offset))
+            offset += sizes.inside
+        await bulk_chain(db, sizes.records)
         report = await verify_chain(db)  # warm-up, and a check that the chain is whole
         assert report.ok, report.first_break
         rates = []
-        for _ in range(rounds):
+        for _ in range(sizes.rounds):
             report = await verify_chain(db)
             rates.append(report.rate)
         figures = {
@@ -169,14 +189,53 @@ async def bench_engine(name: str, url: str, records: int, rounds: int) -> dict[s
         }
     finally:
         await db.dispose()
-    print(
-        f"{name:<10}  write alone {figures['append_alone_us']:8.0f} us/record   "
-        f"in a transaction {figures['append_in_transaction_us']:6.0f} us/record   "
-        f"verify {figures['verify_records_per_s']:9,.0f} records/s "
-        f"({int(figures['verify_records']):,} records in {figures['verify_seconds']:.2f} s)   "
-        f"[a bare SELECT 1 round trip: {figures['round_trip_us']:.0f} us]",
-        flush=True,
-    )
+    if not quiet:
+        print(
+            f"{name:<10}  write alone {figures['append_alone_us']:8.0f} us/record   "
+            f"in a transaction {figures['append_in_transaction_us']:6.0f} us/record   "
+            f"verify {figures['verify_records_per_s']:9,.0f} records/s "
+            f"({int(figures['verify_records']):,} records in {figures['verify_seconds']:.2f} s)   "
+            f"[a bare SELECT 1 round trip: {figures['round_trip_us']:.0f} us]",
+            flush=True,
+        )
+    return figures
+
+
+def _rows(engine: str, label: str, figures: dict[str, float]) -> dict[str, Any]:
+    records = int(figures["verify_records"])
+    return {
+        f"audit.append.{engine}": (
+            1_000_000 / figures["append_alone_us"],
+            "records/s",
+            f"audit records written per second, one record per transaction, {label}",
+        ),
+        f"audit.append_in_transaction.{engine}": (
+            figures["append_in_transaction_us"],
+            "us",
+            f"audit record appended inside a call's transaction (marginal cost), {label}",
+        ),
+        f"audit.verify.{engine}": (
+            figures["verify_records_per_s"],
+            "records/s",
+            f"audit verify over {records:,} records, {label}",
+        ),
+    }
+
+
+async def run(*, mode: str) -> dict[str, Any]:
+    """The hook ``python -m bench`` calls (bench/hooks.py): SQLite always, PostgreSQL on full runs when reachable."""
+    sizes = SIZES[mode]
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mandate-bench-audit-") as scratch:
+        url = f"sqlite:///{Path(scratch) / 'audit.db'}"
+        figures.update(_rows("sqlite", "SQLite WAL", await bench_engine("sqlite", url, sizes, quiet=True)))
+    postgres = postgres_url_from_env()
+    if mode == "full" and reachable(postgres):
+        with scratch_schema(postgres) as schema_url:
+            measured = await bench_engine("postgresql", schema_url, sizes, quiet=True)
+        figures.update(_rows("postgres", "PostgreSQL", measured))
+    else:
+        figures["audit.postgres"] = "PostgreSQL: skipped (full runs only, and PostgreSQL must be reachable)"
     return figures
 
 
@@ -190,15 +249,16 @@ def _postgres(url: str | None) -> Iterator[str | None]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    sizes = Sizes(records=args.records, rounds=args.rounds)
     print(f"audit trail: {args.records:,} records to verify, medians over {args.rounds} rounds after a warm-up")
     with tempfile.TemporaryDirectory(prefix="mandate-bench-audit-") as scratch:
-        await bench_engine("sqlite", f"sqlite:///{Path(scratch) / 'audit.db'}", args.records, args.rounds)
+        await bench_engine("sqlite", f"sqlite:///{Path(scratch) / 'audit.db'}", sizes)
     postgres = None if args.no_postgres else (args.postgres or postgres_url_from_env())
     with _postgres(postgres) as schema_url:
         if schema_url is None:
             print(f"postgresql  skipped (not reachable at {postgres})" if postgres else "postgresql  skipped")
         else:
-            await bench_engine("postgresql", schema_url, args.records, args.rounds)
+            await bench_engine("postgresql", schema_url, sizes)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,10 +1,11 @@
 """``python -m bench.experiments``: what each candidate fix in bench/patches.py gains, measured, not guessed.
 
 Every experiment runs the bare server, Mandate as it is, and Mandate with the patch(es), alternating between them
-(A B C A B C ...) on one figure, and prints the figures with their ratios to the bare server. The fixes belong in
-files this suite does not own; docs/performance.md says where, and quotes these numbers.
+(A B C A B C ...) on one figure, and prints the figures with their ratios to the bare server. "mandate" is the
+server as it is (with the fixes already made); the patches are the candidates not made (docs/performance.md says
+why, and quotes these numbers).
 
-    uv run python -m bench.experiments             # every experiment (about two minutes)
+    uv run python -m bench.experiments             # every experiment (about a minute and a half)
     uv run python -m bench.experiments --quick
 """
 
@@ -39,64 +40,39 @@ class Experiment:
     why: str = ""
 
 
-ALL = ("input-schema", "sqlite-write-lock", "gc-freeze", "sqlite-inline")
 EXPERIMENTS = (
     Experiment(
-        "input-schema",
+        "surface",
         "call",
-        (("mandate", ()), ("mandate + input-schema", ("input-schema",))),
-        why="stateless tools/call: no hidden tools/list (and its audit record) before each call",
-    ),
-    Experiment(
-        "sqlite-write-lock-c8",
-        "throughput",
-        (("mandate", ()), ("mandate + sqlite-write-lock", ("sqlite-write-lock",))),
-        concurrency=8,
-        why="8 concurrent clients on SQLite: queue writers in process instead of SQLite's sleeping busy handler",
-    ),
-    Experiment(
-        "sqlite-write-lock-c32",
-        "throughput",
-        (("mandate", ()), ("mandate + sqlite-write-lock", ("sqlite-write-lock",)), ("mandate + all", ALL)),
-        concurrency=32,
-        why="32 concurrent clients on SQLite",
-    ),
-    Experiment(
-        "gc-freeze",
-        "call",
-        (
-            ("mandate + input-schema", ("input-schema",)),
-            ("mandate + input-schema + gc-freeze", ("input-schema", "gc-freeze")),
-        ),
-        why="the p99 of a sequential call: no full collection over the start-up heap",
+        (("mandate", ()), ("mandate, enforcer stubbed", ("stub-enforcer",))),
+        why="where a stateless tools/call's time goes: Mandate's HTTP surface alone (the enforcer answers at once)",
     ),
     Experiment(
         "sqlite-inline",
         "call",
-        (
-            ("mandate + input-schema", ("input-schema",)),
-            ("mandate + input-schema + sqlite-inline", ("input-schema", "sqlite-inline")),
-        ),
-        why="SQLite statements on the loop's thread instead of aiosqlite's worker thread",
+        (("mandate", ()), ("mandate + sqlite-inline", ("sqlite-inline",))),
+        why="stateless tools/call: SQLite statements on the loop's thread instead of aiosqlite's worker thread",
+    ),
+    Experiment(
+        "sqlite-inline-c8",
+        "throughput",
+        (("mandate", ()), ("mandate + sqlite-inline", ("sqlite-inline",))),
+        concurrency=8,
+        why="8 concurrent clients on SQLite, with and without the worker thread",
     ),
     Experiment(
         "list-1000",
         "list",
-        (
-            ("mandate", ()),
-            ("mandate + gc-freeze", ("gc-freeze",)),
-            ("mandate + compact-output-schema", ("compact-output-schema",)),
-            ("mandate + list-cache", ("list-cache",)),
-        ),
+        (("mandate", ()), ("mandate + list-cache", ("list-cache",))),
         tools=1000,
-        why="tools/list with 1,000 tools",
+        why="tools/list with 1,000 tools: answered from bytes serialised once per scope set",
     ),
     Experiment(
         "all-stateful",
         "call",
-        (("mandate", ()), ("mandate + all", ALL)),
+        (("mandate", ()), ("mandate + sqlite-inline", ("sqlite-inline",))),
         stateless=False,
-        why="stateful session: every fix together",
+        why="stateful session (2025-11-25): with and without the worker thread",
     ),
 )
 

@@ -159,6 +159,10 @@ async def _main(specs: list[SiteSpec], sockets: list[socket.socket]) -> None:
         _profile_on_signals(specs[0].profile, specs[0].profile_interval)
 
     def ready(_servers: Any) -> None:
+        if specs[0].kind == "mandate":
+            from server.cli.serve import freeze_startup_heap
+
+            freeze_startup_heap()  # as ``mandate serve`` does once the app is built
         patches.after_start(later)
         print("READY", flush=True)
 
