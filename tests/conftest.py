@@ -23,10 +23,12 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from mcp.client import Client
 
-from server.app import Mandate, build_server, open_mandate
+from server.app import Mandate, build_server, load_tool_catalog, open_mandate
 from server.auth.dev_issuer import DevIssuer
 from server.config import Settings
 from server.stdio import EnvironmentCredentials
+from server.storage.database import Database
+from server.storage.schema import create_schema
 from tools.store.seed import seed_demo_store
 
 POSTGRES_URL = os.environ.get("MANDATE_TEST_DATABASE_URL", "")
@@ -67,6 +69,18 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """The test's database with the full schema (tables, chain head, append-only triggers) and nothing else."""
+    load_tool_catalog(settings)  # the store's tables are declared by the tool modules
+    database = Database(settings.effective_database_url)
+    await create_schema(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.config import ConfigError, WebhookSettings, load_settings
 from server.storage.database import Database
-from server.storage.schema import create_schema
 from server.webhooks import WebhookMessage, Webhooks, signature, verify
 from tests.approvals.receiver import receiver
 from tests.live import bound_socket
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await create_schema(database)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture

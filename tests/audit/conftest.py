@@ -3,7 +3,7 @@ worker thread against the test's database (``server.cli.main``, settings from th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -11,8 +11,6 @@ import pytest
 
 from server.cli import main
 from server.config import Settings
-from server.storage.database import Database
-from server.storage.schema import create_schema
 
 
 @dataclass(frozen=True)
@@ -23,20 +21,6 @@ class CliResult:
 
 
 Cli = Callable[..., Awaitable[CliResult]]
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    """The test's database with the full schema (tables, chain head, append-only triggers) and nothing else."""
-    from server.app import load_tool_catalog
-
-    load_tool_catalog(settings)  # the store's tables are declared by the tool modules
-    database = Database(settings.effective_database_url)
-    await create_schema(database)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture
