@@ -22,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, ColumnElement, Index, UniqueConstraint, and_, func, update
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scopes.money import Money
@@ -66,13 +66,36 @@ class LedgerEntry(SQLModel, table=True):
     audit_id: str = Field(index=True, max_length=40)
 
 
-def _bucket(key: LedgerKey) -> ColumnElement[bool]:
-    return and_(
-        col(LedgerBucket.budget) == key.budget,
-        col(LedgerBucket.holder) == key.key,
-        col(LedgerBucket.unit) == key.unit,
-        col(LedgerBucket.period) == key.window,
-    )
+BUCKETS = LedgerBucket.__table__  # type: ignore[attr-defined]
+ENTRIES = LedgerEntry.__table__  # type: ignore[attr-defined]
+
+# Core statements built once (the call path's hot loop); the bound names are prefixed because an UPDATE reserves
+# its columns' names for its SET clause.
+_MATCH = and_(
+    BUCKETS.c.budget == bindparam("k_budget"),
+    BUCKETS.c.holder == bindparam("k_holder"),
+    BUCKETS.c.unit == bindparam("k_unit"),
+    BUCKETS.c.period == bindparam("k_period"),
+)
+_SPENT = select(BUCKETS.c.spent).where(_MATCH)
+_SPENT_LOCKED = _SPENT.with_for_update()
+_ADD = (
+    update(BUCKETS)
+    .where(_MATCH)
+    .values(spent=BUCKETS.c.spent + bindparam("k_amount"), updated_at=bindparam("k_at", type_=UTCDateTime()))
+)
+_ADD_CAPPED = _ADD.where(BUCKETS.c.spent + bindparam("k_amount") <= bindparam("k_cap"))
+_WINDOW_TOTAL = select(func.coalesce(func.sum(ENTRIES.c.amount), 0)).where(
+    ENTRIES.c.budget == bindparam("k_budget"),
+    ENTRIES.c.holder == bindparam("k_holder"),
+    ENTRIES.c.unit == bindparam("k_unit"),
+    ENTRIES.c.at > bindparam("k_since", type_=UTCDateTime()),
+)
+_ADD_ENTRY = insert(ENTRIES)
+
+
+def _bucket(key: LedgerKey) -> dict[str, str]:
+    return {"k_budget": key.budget, "k_holder": key.key, "k_unit": key.unit, "k_period": key.window}
 
 
 def _as_usage(amount: int, unit: str) -> int | Money:
@@ -87,53 +110,50 @@ async def totals(
     Without ``lock`` (``mandate explain``) nothing is written or locked and a missing total reads as zero.
     """
     usage: dict[str, int | Money] = {}
+    connection = await session.connection()
+    query = _SPENT_LOCKED if lock else _SPENT
     for key in sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window)):
-        query = select(LedgerBucket.spent).where(_bucket(key))
-        if lock:
-            query = query.with_for_update()
-        found = (await session.exec(query)).first()
+        params = _bucket(key)
+        found = (await connection.execute(query, params)).scalar()
         if found is None and lock:  # the first spend of this holder in this window: create the row, then lock it
             await _ensure_bucket(session, key, at)
-            found = (await session.exec(query)).one()
-        spent = found or 0
+            found = (await connection.execute(query, params)).scalar_one()
+        spent = int(found or 0)
         if key.since is not None:
-            window = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                col(LedgerEntry.budget) == key.budget,
-                col(LedgerEntry.holder) == key.key,
-                col(LedgerEntry.unit) == key.unit,
-                col(LedgerEntry.at) > key.since,
-            )
-            spent = int((await session.exec(window)).one())
+            window = {"k_budget": key.budget, "k_holder": key.key, "k_unit": key.unit, "k_since": key.since}
+            spent = int((await connection.execute(_WINDOW_TOTAL, window)).scalar_one())
         usage[key.budget] = _as_usage(spent, key.unit)
     return usage
 
 
 async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetime, audit_id: str, tool: str) -> None:
     """Add each spend to its total, in the caller's transaction; a capped spend that no longer fits raises."""
+    if not spends:
+        return
+    connection = await session.connection()
+    entries: list[dict[str, object]] = []
     for spend in sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)):
         key = spend.ledger
-        statement = (
-            update(LedgerBucket).where(_bucket(key)).values(spent=col(LedgerBucket.spent) + spend.amount, updated_at=at)
-        )
+        params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
         if spend.cap is not None and key.since is None:
-            statement = statement.where(col(LedgerBucket.spent) + spend.amount <= spend.cap)
-        result = await session.exec(statement)
+            result = await connection.execute(_ADD_CAPPED, {**params, "k_cap": spend.cap})
+        else:
+            result = await connection.execute(_ADD, params)
         if result.rowcount != 1:
             raise LedgerConflict(f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}")
-        session.add(
-            LedgerEntry(
-                budget=key.budget,
-                holder=key.key,
-                unit=key.unit,
-                period=key.window,
-                amount=spend.amount,
-                at=at,
-                tool=tool,
-                audit_id=audit_id,
-            )
+        entries.append(
+            {
+                "budget": key.budget,
+                "holder": key.key,
+                "unit": key.unit,
+                "period": key.window,
+                "amount": spend.amount,
+                "at": at,
+                "tool": tool,
+                "audit_id": audit_id,
+            }
         )
-    if spends:
-        await session.flush()
+    await connection.execute(_ADD_ENTRY, entries)
 
 
 async def _ensure_bucket(session: AsyncSession, key: LedgerKey, at: datetime) -> None:
