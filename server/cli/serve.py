@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _uv_run() -> str:
+    """How to type ``uv run`` here: uv from PATH, else the copy ``make`` installed into .tools/."""
+    if shutil.which("uv") is None and os.path.exists(".tools/bin/uv"):
+        return ".tools/bin/uv run"
+    return "uv run"
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"dev_issuer": True})
     added = anyio.run(_seed, settings)
@@ -104,7 +112,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
                 f"  endpoint: {settings.audience}",
                 "",
                 "Get a token for a development agent (support, refunds, senior, supervisor, compliance):",
-                f"  {env_prefix}uv run mandate token mint --agent refunds",
+                f"  {env_prefix}{_uv_run()} mandate token mint --agent refunds",
                 "Connect with any MCP client over streamable HTTP, sending 'Authorization: Bearer <token>', e.g.:",
                 f"  npx @modelcontextprotocol/inspector --cli {settings.audience} "
                 '--header "Authorization: Bearer $TOKEN" --method tools/list',
