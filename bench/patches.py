@@ -59,7 +59,7 @@ def _stub_enforcer() -> None:
     import mcp_types as types
 
     from bench.catalog_tools import TRIVIAL_ARGUMENTS
-    from server.enforcement import Enforcer
+    from server.callpath.enforcer import Enforcer
 
     spent = {"status": "spent", **TRIVIAL_ARGUMENTS}
     answer = types.CallToolResult(
@@ -134,7 +134,7 @@ def _list_cache() -> None:
                 cache[key] = rest
             return
         # the audit record of the listing, exactly as the real path writes it
-        from server.enforcement import CallInfo
+        from server.callpath.record import CallInfo
 
         client = scope.get("client")
         await self._bench_enforcer.list_tools(principal, CallInfo("http", client[0] if client else None))

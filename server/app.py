@@ -27,9 +27,9 @@ from server.approvals import ApprovalDesk
 from server.approvals.maintenance import Maintenance, running
 from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
+from server.callpath.enforcer import Enforcer
 from server.catalog import ToolCatalog
 from server.config import Settings
-from server.enforcement import Enforcer
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
 from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server

@@ -22,7 +22,7 @@ import mcp_types as types
 from pydantic import TypeAdapter
 
 from scopes.catalog import ScopeCatalog
-from server.outcomes import PendingApproval, Refusal
+from server.callpath.answers import PendingApproval, Refusal
 from server.toolkit import MARK, ToolSpec
 
 IDEMPOTENCY_FIELD = "idempotency_key"

@@ -18,8 +18,9 @@ from mcp.server.lowlevel.server import Server
 
 from server.auth.errors import InvalidToken
 from server.auth.principal import Principal
-from server.enforcement import CallInfo, Enforcer, refusal_result
-from server.outcomes import Refusal
+from server.callpath.answers import Refusal
+from server.callpath.enforcer import Enforcer
+from server.callpath.record import CallInfo, refusal_result
 from server.request_context import current_origin, current_principal
 
 logger = logging.getLogger(__name__)

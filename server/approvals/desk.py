@@ -43,9 +43,9 @@ from server.approvals.views import (
 )
 from server.audit.redaction import redact
 from server.auth.principal import Principal
+from server.callpath.answers import PendingApproval, Refusal
+from server.callpath.pending import PendingAction
 from server.config import ApprovalSettings
-from server.outcomes import PendingApproval, Refusal
-from server.pending_approvals import PendingAction
 from server.storage.database import Database
 from server.toolkit import NotFound, ToolError
 from server.webhooks import Webhooks

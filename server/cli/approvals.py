@@ -43,7 +43,7 @@ async def _call(settings: Settings, token: str, tool: str, arguments: dict[str, 
 
     from server.app import open_mandate
     from server.auth.errors import InvalidToken
-    from server.enforcement import CallInfo
+    from server.callpath.record import CallInfo
     from server.storage.database import normalise_url
 
     try:

@@ -30,7 +30,7 @@ from server.cli.common import CommandError, add_server_options
 from server.config import Settings
 
 if TYPE_CHECKING:
-    from server.policy_gate import Explanation
+    from server.callpath.decide import Explanation
 
 
 def _policy_path(args: argparse.Namespace, settings: Settings) -> Path:
@@ -122,7 +122,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _explain(args: argparse.Namespace, settings: Settings, arguments: dict[str, Any], at: datetime | None) -> int:
     from server.app import open_database
-    from server.enforcement import Enforcer
+    from server.callpath.enforcer import Enforcer
     from server.policy_runtime import StaticPolicy
 
     policy = _load(_policy_path(args, settings))

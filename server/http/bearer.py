@@ -26,8 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.auth.errors import InvalidToken
 from server.auth.jwt_verifier import TokenVerifier
 from server.auth.principal import Principal
+from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
-from server.enforcement import CallInfo
 from server.request_context import RequestOrigin, current_origin, current_principal
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 
 from server.app import open_mandate
+from server.callpath.record import CallInfo
 from server.config import Settings
-from server.enforcement import CallInfo
 
 
 async def main() -> None:

@@ -20,8 +20,9 @@ import anyio.to_thread
 from scopes.policy import load_policy
 from server.app import open_database
 from server.auth.principal import Principal
+from server.callpath.enforcer import Enforcer
+from server.callpath.record import CallInfo
 from server.config import Settings
-from server.enforcement import CallInfo, Enforcer
 from server.policy_runtime import StaticPolicy
 
 

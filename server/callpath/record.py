@@ -23,8 +23,8 @@ from scopes.policy import Decision
 from server.audit.models import AuditRecord
 from server.audit.redaction import arguments_digest, canonical_json, redact
 from server.auth.principal import Principal
-from server.outcomes import Refusal
-from server.policy_gate import audit_summary
+from server.callpath.answers import Refusal
+from server.callpath.decide import audit_summary
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from server.auth.principal import Principal
+from server.callpath.answers import Refusal
 from server.catalog import IDEMPOTENCY_FIELD, CatalogEntry, ToolCatalog
-from server.outcomes import Refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from scopes.policy import Decision, DecisionRequest, Policy, decide, ledger_needs
 from server import ledger
-from server.outcomes import PendingApproval, Refusal
+from server.callpath.answers import PendingApproval, Refusal
 from server.policy_runtime import caller_of
 from server.toolkit import Facts, ToolContext, ToolError, ToolSpec
 

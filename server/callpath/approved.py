@@ -1,0 +1,119 @@
+"""Running an approved action (docs/approvals.md; :class:`server.approvals.desk.ActionRunner`): the action a human
+approved runs once, as its requester, with exactly the arguments the approval was bound to.
+
+The stored arguments (checked against the digest the approval was bound to) are admitted again, the policy decides
+again with the rules that required approval waived for this action only (every other condition, ledger totals
+included, is checked against the current state), then the ledger, the effect and the audit record (with the approval
+id) are written in a savepoint of the approver's transaction. A refusal now rolls the savepoint back and is recorded
+as a failed run; only an internal failure raises (and the approver's whole transaction with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from scopes.policy import Decision
+from server import ledger
+from server.approvals.store import requester_principal, stored_arguments
+from server.audit import chain
+from server.callpath.admit import Rejected, admit
+from server.callpath.answers import Refusal
+from server.callpath.core import CallPathCore, new_audit_id
+from server.callpath.decide import concealed, decide_in, denial
+from server.callpath.record import (
+    CallInfo,
+    Invocation,
+    Outcome,
+    decided_outcome,
+    refusal_result,
+    result_summary,
+    success_result,
+)
+from server.toolkit import ToolError
+
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from server.approvals.desk import Execution
+    from server.approvals.models import Approval
+
+
+async def run_approved(core: CallPathCore, session: AsyncSession, approval: Approval, now: datetime) -> Execution:
+    """Run an approved action once, as its requester, inside the approver's transaction."""
+    from server.approvals.desk import Execution
+
+    audit_id = new_audit_id()
+    principal = requester_principal(approval)
+    info = CallInfo(transport="approval", request_id=approval.id, idempotency_key=approval.idempotency_key)
+    tool = approval.tool
+    call = Invocation(principal, info, tool, {}, core.sensitive(tool))
+    try:
+        arguments = stored_arguments(approval)
+    except ValueError as exc:
+        refusal = Refusal(status="failed", code="approval_arguments_changed", message=f"{exc}; nothing was done.")
+        return await failed_run(core, session, approval, call, refusal, audit_id, now)
+    call = replace(call, raw=arguments)
+    admitted = admit(core.catalog, principal, tool, dict(arguments))
+    if isinstance(admitted, Rejected):
+        return await failed_run(core, session, approval, call, admitted.refusal, audit_id, now)
+    spec = admitted.entry.spec
+    waived = frozenset(approval.waived_rules.split())
+    savepoint = await session.begin_nested()
+    try:
+        ctx = core.context(principal, session, now, audit_id, tool)
+        policy = core.policies.current()
+        gate = await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=True, approved=waived)
+        decision = gate.decision
+        if decision.effect != "allow":
+            await savepoint.rollback()
+            if decision.conceal:
+                refusal = concealed(gate, audit_id)
+            else:
+                refusal = denial(decision, audit_id)
+                if decision.effect == "approval":
+                    refusal = refusal.model_copy(
+                        update={"message": f"{decision.reason} It needs another approval, so nothing was done."}
+                    )
+            return await failed_run(core, session, approval, call, refusal, audit_id, now, decision)
+        await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=tool)
+        result = await spec.handler(admitted.args, ctx)
+        outcome = decided_outcome(
+            "allow", "succeeded", decision, result_summary(result), ctx.customer_id or approval.customer_id
+        )
+        outcome.approval_id = approval.id
+        await chain.append(session, core.record(call, outcome, audit_id, now))
+        await savepoint.commit()
+        return Execution(succeeded=True, result=success_result(result), audit_id=audit_id)
+    except ToolError as exc:
+        if savepoint.is_active:
+            await savepoint.rollback()
+        refusal = Refusal(status="failed", code=exc.code, message=exc.message, details=exc.details)
+        return await failed_run(core, session, approval, call, refusal, audit_id, now)
+
+
+async def failed_run(
+    core: CallPathCore,
+    session: AsyncSession,
+    approval: Approval,
+    call: Invocation,
+    refusal: Refusal,
+    audit_id: str,
+    now: datetime,
+    decision: Decision | None = None,
+) -> Execution:
+    """Record an approved action that was refused when it ran (in the approver's transaction) and answer."""
+    from server.approvals.desk import Execution
+
+    message = f"Approved, but refused when it ran: {refusal.message}"
+    outcome = (
+        decided_outcome("deny", "failed", decision, {"error": refusal.code}, approval.customer_id)
+        if decision is not None
+        else Outcome("allow", "failed", refusal.code, refusal.message, summary={"error": refusal.code})
+    )
+    outcome.customer_id = outcome.customer_id or approval.customer_id
+    outcome.approval_id = approval.id
+    await chain.append(session, core.record(call, outcome, audit_id, now))
+    answer = refusal_result(refusal.model_copy(update={"message": message, "audit_id": audit_id}))
+    return Execution(succeeded=False, result=answer, audit_id=audit_id, code=refusal.code, message=message)

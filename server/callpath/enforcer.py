@@ -1,0 +1,127 @@
+"""The facade the transports call: :class:`Enforcer` runs one tools/list or one tools/call through the steps of
+the call path, from a verified principal to a recorded answer.
+
+DESIGN.md section 3: visibility (scopes), strict argument validation (:mod:`server.callpath.admit`), the
+idempotency key (:mod:`~server.callpath.keys`), the decision (:mod:`~server.callpath.decide`), then the effect and
+its audit record in ONE transaction (:mod:`~server.callpath.act_local`) or the refusal or approval
+(:mod:`~server.callpath.refuse`), and an answer the model can read (:mod:`~server.callpath.record`). Every
+invocation writes an audit record, whatever its outcome; a failure anywhere in the decision path denies the action
+(fail closed), and an action whose audit record cannot be written does not happen. Approved actions run through
+:mod:`~server.callpath.approved`, ``mandate explain`` through :mod:`~server.callpath.explain`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+from opentelemetry import trace
+
+from server import idempotency
+from server.auth.principal import Principal
+from server.callpath import approved, explain, keys
+from server.callpath.act_local import act_local
+from server.callpath.admit import Admitted, Rejected, admit
+from server.callpath.core import INTERNAL_ERROR, CallPathCore
+from server.callpath.decide import Explanation
+from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result
+
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from server.approvals.desk import Execution
+    from server.approvals.models import Approval
+
+logger = logging.getLogger("server.callpath")
+tracer = trace.get_tracer("mandate")
+
+
+class Enforcer(CallPathCore):
+    """Applies Mandate's rules to tools/list and tools/call, and records every invocation."""
+
+    # --- tools/list -------------------------------------------------------------------------------------------
+
+    async def list_tools(self, principal: Principal, info: CallInfo) -> list[types.Tool]:
+        call = Invocation(principal, info)
+        visible = self.catalog.visible_to(principal.scopes)
+        outcome = Outcome("allow", "listed", summary={"tools": len(visible)})
+        try:
+            await self.record_alone(call, outcome, kind="list")
+        except Exception:  # nothing is shown unrecorded, and no database text reaches the client
+            logger.exception("a listing could not be recorded; no tools are shown")
+            return []
+        return visible
+
+    # --- tools/call -------------------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, info: CallInfo
+    ) -> types.CallToolResult:
+        started = time.perf_counter()
+        raw = dict(arguments or {})
+        with tracer.start_as_current_span(f"tools/call {name}") as span:
+            span.set_attribute("mcp.tool.name", name)
+            span.set_attribute("mandate.principal.client_id", principal.client_id)
+            try:
+                result, decision = await self._call(principal, name, raw, info, started)
+            except Exception:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
+                logger.exception("a %s call could not be handled or recorded; it is refused", name)
+                result, decision = refusal_result(INTERNAL_ERROR), "error"
+            span.set_attribute("mandate.decision", decision)
+            return result
+
+    async def _call(
+        self, principal: Principal, name: str, raw: dict[str, Any], info: CallInfo, started: float
+    ) -> tuple[types.CallToolResult, str]:
+        admitted = admit(self.catalog, principal, name, raw)
+        if isinstance(admitted, Rejected):
+            refusal = admitted.refusal
+            outcome = Outcome("deny", admitted.ended, refusal.code, refusal.message)
+            rejected = Invocation(principal, info, name, raw, admitted.sensitive, started)
+            audit_id = await self.record_alone(rejected, outcome)
+            return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
+        key = admitted.idempotency_key
+        info = replace(info, idempotency_key=key)
+        call = Invocation(principal, info, name, raw, admitted.entry.spec.sensitive, started)
+        if key is None:
+            return await self.act(admitted, principal, call, None)
+        return await keys.act_once(self, self.act, admitted, principal, call, key)
+
+    async def act(
+        self, admitted: Admitted, principal: Principal, call: Invocation, claimed: idempotency.Claimed | None
+    ) -> tuple[types.CallToolResult, str]:
+        """Step 5: decide and act (:mod:`server.callpath.act_local`)."""
+        return await act_local(self, admitted, principal, call, claimed)
+
+    # --- running an approved action (server.approvals.desk.ActionRunner) --------------------------------------
+
+    async def run_approved(self, session: AsyncSession, approval: Approval, now: datetime) -> Execution:
+        """Run an approved action once, as its requester (:mod:`server.callpath.approved`)."""
+        return await approved.run_approved(self, session, approval, now)
+
+    # --- explain ----------------------------------------------------------------------------------------------
+
+    async def explain(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, *, now: datetime | None = None
+    ) -> Explanation:
+        """The decision a call would get, without doing or recording anything (:mod:`server.callpath.explain`)."""
+        return await explain.explain(self, principal, name, arguments, now=now)
+
+    # --- refusals at the transport ----------------------------------------------------------------------------
+
+    async def record_refusal(
+        self, principal: Principal | None, info: CallInfo, tool: str | None, code: str, reason: str, kind: str
+    ) -> str | None:
+        """Record a request refused before it reached a tool (HTTP 401/403 at the transport); its audit id, or None
+        when the record could not be written (the request stays refused; the failure is logged)."""
+        outcome = Outcome("deny", "refused", code, reason)
+        try:
+            return await self.record_alone(Invocation(principal, info, tool), outcome, kind=kind)
+        except Exception:
+            logger.exception("a refused request could not be recorded")
+            return None
