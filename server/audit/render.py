@@ -4,6 +4,9 @@ object of each JSON Lines export (``export``; RFC 8259 values, one object per li
 In the export, ``arguments`` and ``result_summary`` are JSON objects rather than the strings stored (their
 canonical JSON, :func:`server.audit.redaction.canonical_json`, gives the stored string back, so an exported record
 can still be checked against its hash), ``scopes`` is a list and ``at`` is RFC 3339 UTC.
+
+Every agent-influenced value is shown escaped (:mod:`server.display`): the text formats escape control and bidi
+characters, and the JSON forms write them as ``\\uXXXX`` escapes, which parse back to the exact stored value.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from server.audit.chain import canonical_time, row_hash
 from server.audit.query import AuditRow
+from server.display import escape_text, json_text
 
 EXPORT_VERSION = 1
 
@@ -35,7 +39,7 @@ def export_object(row: AuditRow) -> dict[str, Any]:
 
 
 def export_line(row: AuditRow) -> str:
-    return json.dumps(export_object(row), ensure_ascii=False, separators=(",", ":"))
+    return json_text(export_object(row), separators=(",", ":"))
 
 
 def _who(row: AuditRow) -> str:
@@ -43,8 +47,8 @@ def _who(row: AuditRow) -> str:
     if client is None and subject is None:
         return "(unauthenticated)"
     if client == subject or subject is None:
-        return str(client)
-    return f"{client} ({subject})"
+        return escape_text(client)
+    return f"{escape_text(client)} ({escape_text(subject)})"
 
 
 def summary_line(row: AuditRow) -> str:
@@ -54,17 +58,17 @@ def summary_line(row: AuditRow) -> str:
         f"#{row['seq']}",
         canonical_time(row["at"]),
         f"{row['decision']}/{row['outcome']}",
-        str(what),
+        escape_text(what),
         _who(row),
     ]
     if row["customer_id"]:
-        parts.append(f"customer={row['customer_id']}")
+        parts.append(f"customer={escape_text(row['customer_id'])}")
     if row["reason_code"]:
-        parts.append(f"reason={row['reason_code']}")
+        parts.append(f"reason={escape_text(row['reason_code'])}")
     if row["approval_id"]:
-        parts.append(f"approval={row['approval_id']}")
+        parts.append(f"approval={escape_text(row['approval_id'])}")
     parts.append(f"{int(row['latency_us']) / 1000:.1f}ms")
-    parts.append(str(row["id"]))
+    parts.append(escape_text(row["id"]))
     return " ".join(parts)
 
 
@@ -75,8 +79,13 @@ def detail_lines(row: AuditRow) -> list[str]:
     width = max(len(key) for key in data)
     lines = []
     for key, value in data.items():
-        shown = json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, dict | list) else value
-        lines.append(f"{key:<{width}}  {'-' if shown is None else shown}")
+        if value is None:
+            shown = "-"
+        elif isinstance(value, dict | list):
+            shown = json_text(value, sort_keys=True)
+        else:
+            shown = escape_text(value)
+        lines.append(f"{key:<{width}}  {shown}")
     intact = row_hash(row) == row["hash"]
     lines.append(f"{'integrity':<{width}}  {'hash matches content' if intact else 'HASH DOES NOT MATCH CONTENT'}")
     return lines

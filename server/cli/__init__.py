@@ -16,6 +16,7 @@ from scopes.catalog import CatalogError
 from server.cli import approvals, audit, policy, scopes, serve, tokens
 from server.cli.common import Command, CommandError, settings_from
 from server.config import ConfigError, Settings
+from server.display import install_escaping
 
 COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy)
 
@@ -26,6 +27,7 @@ def _configure_logging(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_escaping()  # agent-supplied text in a log line is escaped, never a line of its own (server.display)
     # aiosqlite logs every statement with its parameters at DEBUG: personal data has no place in logs.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
 

@@ -32,6 +32,7 @@ from server.audit.render import detail_lines, export_line, summary_line
 from server.audit.verify import Anchor, VerifyReport, verify_chain
 from server.cli.common import CommandError
 from server.config import Settings
+from server.display import escape_text, json_text
 from server.storage.database import Database
 
 EXIT_BROKEN = 1
@@ -238,22 +239,23 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _trail_text(trail: Trail) -> list[str]:
-    lines = [trail.effect.summary]
+    lines = [escape_text(trail.effect.summary)]
     cause = trail.cause
     if cause is None:
         lines.append("  caused by  NO AUDIT RECORD FOUND (changed outside Mandate?)")
         return lines
     lines.append(f"  caused by  {summary_line(cause)}")
     lines.append(
-        f"  principal  sub {cause['subject']}, client {cause['client_id']}, token {cause['token_id'] or '-'}, "
-        f"tenant {cause['tenant'] or '-'}, actor {cause['actor'] or '-'}, scopes {cause['scopes'] or '-'}"
+        f"  principal  sub {escape_text(cause['subject'])}, client {escape_text(cause['client_id'])}, "
+        f"token {escape_text(cause['token_id'] or '-')}, tenant {escape_text(cause['tenant'] or '-')}, "
+        f"actor {escape_text(cause['actor'] or '-')}, scopes {escape_text(cause['scopes'] or '-')}"
     )
     if cause["approval_id"]:
-        lines.append(f"  approval   {cause['approval_id']}")
+        lines.append(f"  approval   {escape_text(cause['approval_id'])}")
         lines.extend(f"             {summary_line(row)}" for row in trail.approval)
     else:
         lines.append("  approval   none")
-    lines.append(f"  trace      {cause['trace_id'] or '-'}")
+    lines.append(f"  trace      {escape_text(cause['trace_id'] or '-')}")
     return lines
 
 
@@ -282,24 +284,23 @@ async def _lineage(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError(f"no such {kind}")
         trails = [await trail_of(session, effect) for effect in found]
     if args.json:
-        print(json.dumps([trail.as_dict() for trail in trails], ensure_ascii=False, indent=2))
+        print(json_text([trail.as_dict() for trail in trails], indent=2))
     elif not trails:
-        print(f"order {args.order}: no effects (not cancelled, not refunded)")
+        print(f"order {escape_text(args.order)}: no effects (not cancelled, not refunded)")
     for trail in [] if args.json else trails:
         print("\n".join(_trail_text(trail)))
     return 0
 
 
 def _print_activity(args: argparse.Namespace, records: Sequence[AuditRow], trails: Sequence[Trail]) -> int:
-    who = f"client {args.client_id}" if args.client_id else f"subject {args.sub}"
+    who = f"client {escape_text(args.client_id)}" if args.client_id else f"subject {escape_text(args.sub)}"
     if args.json:
         print(
-            json.dumps(
+            json_text(
                 {
                     "records": [json.loads(export_line(row)) for row in records],
                     "effects": [trail.as_dict() for trail in trails],
                 },
-                ensure_ascii=False,
                 indent=2,
             )
         )
@@ -308,8 +309,8 @@ def _print_activity(args: argparse.Namespace, records: Sequence[AuditRow], trail
     if trails:
         print("effects (to remediate):")
         for trail in trails:
-            cause = f"#{trail.cause['seq']} {trail.cause['id']}" if trail.cause else "no record"
-            print(f"  {trail.effect.summary}  <- {cause}")
+            cause = f"#{trail.cause['seq']} {escape_text(trail.cause['id'])}" if trail.cause else "no record"
+            print(f"  {escape_text(trail.effect.summary)}  <- {cause}")
     print("records:")
     for row in records:
         print(f"  {summary_line(row)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import shutil
 import sys
@@ -14,6 +15,7 @@ import anyio
 
 from server.cli.common import CommandError, add_server_options
 from server.config import Settings
+from server.display import install_escaping
 
 
 async def _seed(settings: Settings) -> bool:
@@ -56,6 +58,7 @@ async def _serve_http(settings: Settings) -> None:
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", server_header=False
         )
+        install_escaping(logging.getLogger("uvicorn"))  # uvicorn's handlers escape agent-supplied text too
         server = uvicorn.Server(config)
         freeze_startup_heap()
         print(f"mandate: serving MCP at {settings.audience} ({settings.describe()})", file=sys.stderr)
