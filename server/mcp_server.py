@@ -15,12 +15,14 @@ from typing import Any, Protocol, cast
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
 
 from server.auth.errors import InvalidToken
 from server.auth.principal import Principal
 from server.callpath.answers import Refusal
 from server.callpath.enforcer import Enforcer
 from server.callpath.record import CallInfo, refusal_result
+from server.display import escape_text
 from server.request_context import current_origin, current_principal
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,12 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
                     audit_id=audit_id,
                 )
             )
+        if enforcer.catalog.get(params.name) is None:
+            # MCP 2025-11-25 "Tools", error handling: an unknown tool is a protocol error (-32602), not a tool
+            # result. The attempt is recorded like any refusal; nothing ran.
+            message = f"Unknown tool: {escape_text(params.name)[:100]}"
+            await enforcer.record_refusal(principal, _call_info(ctx), params.name, "unknown_tool", message, "call")
+            raise MCPError(code=types.INVALID_PARAMS, message=message)
         return await enforcer.call_tool(principal, params.name, params.arguments, _call_info(ctx))
 
     catalog = enforcer.catalog

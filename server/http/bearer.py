@@ -6,6 +6,10 @@ scopes the token lacks gets HTTP 403 ``error="insufficient_scope"`` with ``scope
 (MCP authorization spec 2025-11-25, "Scope Challenge Handling"; 2026-07-28 names only the scopes of the current
 operation), and nothing runs. The SDK's own middleware omits ``scope=``, so this replaces it.
 
+It also reads the body before the SDK does, so it is where a message that is not one unambiguous JSON-RPC object
+(duplicate member names, not JSON, not a request object) is refused with the JSON-RPC error
+(:mod:`server.jsonrpc_input`) and recorded; the SDK never parses it.
+
 The token never travels further than this module: the principal derived from it does, and the SDK sees an
 ``AccessToken`` whose ``token`` field is a digest, not the credential.
 """
@@ -28,6 +32,7 @@ from server.auth.jwt_verifier import TokenVerifier
 from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
+from server.jsonrpc_input import PARSE_ERROR, Problem, check_message, strict_loads
 from server.request_context import RequestOrigin, current_origin, current_principal
 
 logger = logging.getLogger(__name__)
@@ -124,6 +129,10 @@ class BearerGuard:
             if body is None:
                 await _send_json(send, 413, {"error": "request_too_large"}, [])
                 return
+            problem = check_message(body)
+            if problem is not None:
+                await self._malformed(send, info, principal, problem)
+                return
             denied = self._missing_scope(principal, body)
             if denied is not None:
                 tool_name, needed = denied
@@ -144,12 +153,8 @@ class BearerGuard:
             current_principal.reset(tokens[0])
 
     def _missing_scope(self, principal: Principal, body: bytes) -> tuple[str, tuple[str, ...]] | None:
-        try:
-            message = json.loads(body)
-        except (ValueError, RecursionError):
-            return None  # not JSON (or nested past the parser's depth): the SDK answers with a parse error
-        messages = message if isinstance(message, list) else [message]
-        for item in messages:
+        message = strict_loads(body)  # check_message has accepted it: one JSON-RPC message object
+        for item in [message]:
             if not isinstance(item, dict) or item.get("method") != "tools/call":
                 continue
             params = item.get("params")
@@ -158,6 +163,15 @@ class BearerGuard:
             if entry is not None and not entry.spec.requires.is_met_by(principal.scopes):
                 return entry.spec.name, entry.spec.requires.challenge_scopes(principal.scopes)
         return None
+
+    async def _malformed(self, send: Send, info: CallInfo, principal: Principal, problem: Problem) -> None:
+        """JSON-RPC 2.0 section 5.1: a parse error or an invalid request, answered before the SDK reads a byte."""
+        code = "parse_error" if problem.code == PARSE_ERROR else "invalid_request"
+        try:
+            await self.record_refusal(principal, info, None, code, problem.message, "call")
+        except Exception:
+            logger.exception("could not record a malformed message (it was refused)")
+        await _send_json(send, 400, problem.response(), [])
 
     async def _unauthorized(self, send: Send, info: CallInfo, error: str | None, description: str) -> None:
         params: dict[str, str] = {}
