@@ -38,8 +38,12 @@ async def test_every_refused_call_is_recorded_whatever_the_client_put_in_it(
 ) -> None:
     before = len(await _records(harness))
     async with harness.client("support") as client:
-        result = await client.call_tool(tool, arguments)
-    assert result.is_error
+        if harness.mandate.catalog.get(tool) is None:
+            with pytest.raises(MCPError) as raised:  # MCP "Tools": an unknown tool is a protocol error
+                await client.call_tool(tool, arguments)
+            assert raised.value.error.code == -32602
+        else:
+            assert (await client.call_tool(tool, arguments)).is_error
     after = await _records(harness)
     assert len(after) == before + 1
     record = after[-1]
@@ -50,8 +54,8 @@ async def test_every_refused_call_is_recorded_whatever_the_client_put_in_it(
 
 @pytest.mark.parametrize(
     ("tool", "arguments"),
-    [("order_get", {"order_id": "ord_5001"}), ("no_such_tool", {}), ("refund_create", {"order_id": 5})],
-    ids=["allowed-call", "unknown-tool", "invalid-arguments"],
+    [("order_get", {"order_id": "ord_5001"}), ("refund_create", {"order_id": 5})],
+    ids=["allowed-call", "invalid-arguments"],
 )
 async def test_a_call_that_cannot_be_recorded_is_refused_without_database_text(
     harness: Harness, tool: str, arguments: dict[str, Any]
@@ -74,3 +78,14 @@ async def test_a_call_that_cannot_be_recorded_is_refused_without_database_text(
 
 def _refuse_to_connect() -> Any:
     raise OSError("the database cannot be reached")
+
+
+async def test_an_unknown_tool_is_a_protocol_error_without_database_text_even_when_nothing_can_be_recorded(
+    harness: Harness,
+) -> None:
+    await harness.mandate.db.dispose()
+    harness.mandate.db.engine.pool._creator = _refuse_to_connect  # type: ignore[attr-defined] # every connection fails
+    async with harness.client("support") as client:
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("no_such_tool", {})
+    assert (raised.value.error.code, raised.value.error.message) == (-32602, "Unknown tool: no_such_tool")
