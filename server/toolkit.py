@@ -9,6 +9,12 @@ the input schema comes from the argument model, the output schema from the retur
 A tool whose policy conditions need stored state declares a facts loader (``facts=``): an async function reading, in
 the call's transaction and with the rows locked, what the rules refer to as ``facts.<name>`` (docs/policy.md). A
 tool declares its money arguments (``money={"amount": "currency"}``) so rules compare them as exact money.
+
+A tool with a side effect may declare how to undo it (``compensation=``): an async planner that, given one effect
+the tool made (:class:`~server.audit.lineage.Effect`) and a read-only view of the store, returns a
+:class:`Compensation`: the effect's current state and the compensating tool call that would undo it, a flag for a
+person to follow up, or nothing left to do. ``mandate remediate`` (docs/remediation.md) lists these and, when
+a human asks, runs them through the same enforcement as any other call.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +36,7 @@ from server.auth.principal import Principal
 
 if TYPE_CHECKING:
     from server.approvals.desk import ApprovalDesk
+    from server.audit.lineage import Effect
 
 ArgsT = TypeVar("ArgsT", bound="StrictArgs")
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -104,6 +111,46 @@ class ToolContext:
 Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]
 FactsLoader = Callable[[Any, ToolContext], Awaitable[Facts]]
 
+CompensationAction = Literal["call", "flag", "done", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Compensation:
+    """How one effect would be undone, and what it looks like now in the system of record.
+
+    - ``call``: run ``tool`` with ``arguments`` (a compensating action, e.g. restore the previous email address);
+    - ``flag``: no automatic reversal exists; ``tool`` records that a person must follow up (a refund);
+    - ``done``: already compensated (``note`` says by what);
+    - ``none``: nothing can or need be done automatically (``note`` says why).
+    """
+
+    action: CompensationAction
+    state: str
+    """The effect's current state in the system of record, in words a responder reads."""
+    note: str
+    tool: str | None = None
+    arguments: Mapping[str, Any] = field(default_factory=dict[str, Any])
+
+    @classmethod
+    def call(cls, state: str, tool: str, arguments: Mapping[str, Any], note: str) -> Compensation:
+        return cls("call", state, note, tool, dict(arguments))
+
+    @classmethod
+    def flag(cls, state: str, tool: str, arguments: Mapping[str, Any], note: str) -> Compensation:
+        return cls("flag", state, note, tool, dict(arguments))
+
+    @classmethod
+    def done(cls, state: str, note: str) -> Compensation:
+        return cls("done", state, note)
+
+    @classmethod
+    def nothing(cls, state: str, note: str) -> Compensation:
+        return cls("none", state, note)
+
+
+CompensationPlanner = Callable[["Effect", AsyncSession, datetime], Awaitable[Compensation]]
+"""``(effect, session, now) -> Compensation``: reads only; runs in a transaction that is rolled back."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
@@ -127,6 +174,8 @@ class ToolSpec:
     facts_model: type[Facts] | None = None
     money: tuple[tuple[str, str], ...] = ()
     """Money arguments and the argument holding each one's currency: ``(("amount", "currency"),)``."""
+    compensation: CompensationPlanner | None = None
+    """How to undo one of this tool's effects (``mandate remediate``); None when the tool declares no way."""
 
     @property
     def has_side_effect(self) -> bool:
@@ -160,13 +209,14 @@ def tool(
     title: str | None = None,
     facts: FactsLoader | None = None,
     money: Mapping[str, str] | None = None,
+    compensation: CompensationPlanner | None = None,
 ) -> Callable[[Callable[[ArgsT, ToolContext], Awaitable[ResultT]]], Callable[[ArgsT, ToolContext], Awaitable[ResultT]]]:
     """Declare a scoped MCP tool.
 
     The tool's name defaults to the function's name and its description to the docstring. The first parameter's
     annotation is the argument model (a :class:`StrictArgs`), the return annotation the result model. ``facts`` is
     an async ``(args, ctx) -> Facts`` loader for the policy's ``facts.<name>``; ``money`` maps each money argument
-    to the argument naming its currency.
+    to the argument naming its currency; ``compensation`` plans how to undo one of the tool's effects.
     """
     if not isinstance(requires, Requirement):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError("requires= takes all_of(...) or any_of(...)")
@@ -195,6 +245,8 @@ def tool(
         if unknown:
             raise ValueError(f"{tool_name}: sensitive names unknown argument(s) {sorted(unknown)}")
         facts_model = _facts_model(tool_name, facts)
+        if compensation is not None and (read_only or not inspect.iscoroutinefunction(compensation)):
+            raise TypeError(f"{tool_name}: a compensation is an async def, on a tool with a side effect")
         for amount, currency in (money or {}).items():
             if amount not in args_model.model_fields or currency not in args_model.model_fields:
                 raise ValueError(f"{tool_name}: money names unknown argument(s) {amount!r} / {currency!r}")
@@ -217,6 +269,7 @@ def tool(
             facts=facts,
             facts_model=facts_model,
             money=tuple((money or {}).items()),
+            compensation=compensation,
         )
         setattr(function, MARK, spec)
         return function

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from scopes.requirement import all_of
 from server.toolkit import Facts, NotFound, StrictArgs, ToolContext, ToolError, tool
+from tools.compensations import restore_previous_email
 from tools.customers import CustomerId, mask_email
 from tools.store.access import get_customer
 from tools.store.models import AccountChange
@@ -53,7 +54,13 @@ async def customer_facts(args: AccountEmailChangeArgs, ctx: ToolContext) -> Cust
     return CustomerFacts(customer_id=customer.id, tenant=customer.tenant)
 
 
-@tool(requires=all_of("accounts:write"), idempotent=True, sensitive=("new_email",), facts=customer_facts)
+@tool(
+    requires=all_of("accounts:write"),
+    idempotent=True,
+    sensitive=("new_email",),
+    facts=customer_facts,
+    compensation=restore_previous_email,
+)
 async def account_email_change(args: AccountEmailChangeArgs, ctx: ToolContext) -> AccountEmailChanged:
     """Change the email address on a customer's account."""
     customer = await get_customer(ctx, args.customer_id)

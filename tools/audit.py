@@ -36,7 +36,7 @@ from server.audit.query import (
 from server.audit.render import export_object
 from server.toolkit import StrictArgs, ToolContext, ToolError, tool
 from tools.customers import CustomerId
-from tools.store.models import AccountChange, Order, OrderStatus, Refund
+from tools.store.models import AccountChange, Order, OrderStatus, Refund, Remediation
 
 Timestamp = Annotated[
     str,
@@ -161,6 +161,20 @@ def _change_effect(change: AccountChange) -> Effect:
     )
 
 
+def _remediation_effect(remediation: Remediation) -> Effect:
+    return Effect(
+        "remediation",
+        remediation.id,
+        remediation.audit_id,
+        f"remediation {remediation.id}: {remediation.action} of {remediation.effect_kind} {remediation.effect_id}",
+        {
+            "effect_kind": remediation.effect_kind,
+            "effect_id": remediation.effect_id,
+            "compensates_audit_id": remediation.compensates_audit_id,
+        },
+    )
+
+
 def _cancel_effect(order_id: str, customer_id: str, audit_id: str | None) -> Effect:
     return Effect(
         "order_cancellation",
@@ -222,8 +236,10 @@ async def effects_of(session: AsyncSession, records: Sequence[AuditRow]) -> list
         chunk = ids[start : start + 500]
         refunds = (await session.exec(select(Refund).where(col(Refund.audit_id).in_(chunk)))).all()
         changes = (await session.exec(select(AccountChange).where(col(AccountChange.audit_id).in_(chunk)))).all()
+        remediations = (await session.exec(select(Remediation).where(col(Remediation.audit_id).in_(chunk)))).all()
         effects.extend(_refund_effect(refund) for refund in refunds)
         effects.extend(_change_effect(change) for change in changes)
+        effects.extend(_remediation_effect(remediation) for remediation in remediations)
     for row in records:
         if row["tool"] == "order_cancel" and row["outcome"] == "succeeded":
             arguments = json.loads(str(row["arguments"]))

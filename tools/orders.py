@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from scopes.money import Money
 from scopes.requirement import all_of
 from server.toolkit import Facts, NotFound, StrictArgs, ToolContext, ToolError, tool
+from tools.compensations import reopen_cancelled_order
 from tools.customers import CustomerId
 from tools.store.access import get_customer, get_order
 from tools.store.models import Order, OrderLine, OrderStatus
@@ -158,7 +159,14 @@ async def order_get(args: OrderGetArgs, ctx: ToolContext) -> OrderPublic:
     )
 
 
-@tool(requires=all_of("orders:cancel"), destructive=True, idempotent=True, sensitive=("reason",), facts=order_facts)
+@tool(
+    requires=all_of("orders:cancel"),
+    destructive=True,
+    idempotent=True,
+    sensitive=("reason",),
+    facts=order_facts,
+    compensation=reopen_cancelled_order,
+)
 async def order_cancel(args: OrderCancelArgs, ctx: ToolContext) -> OrderCancelled:
     """Cancel an order that is still pending or processing. A shipped or delivered order cannot be cancelled."""
     order = await get_order(ctx, args.order_id, for_update=True)
@@ -169,8 +177,10 @@ async def order_cancel(args: OrderCancelArgs, ctx: ToolContext) -> OrderCancelle
             "only pending or processing orders can be.",
             details={"status": str(order.status)},
         )
+    order.cancelled_from = str(order.status)
     order.status = OrderStatus.CANCELLED
     order.cancelled_at = ctx.now
+    order.cancel_audit_id = ctx.audit_id
     order.cancel_reason = args.reason
     ctx.session.add(order)
     await ctx.session.flush()

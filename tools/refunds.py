@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from scopes.money import Money, MoneyError
 from scopes.requirement import any_of
 from server.toolkit import StrictArgs, ToolContext, ToolError, tool
+from tools.compensations import flag_refund
 from tools.orders import OrderId, order_facts
 from tools.store.access import get_order
 from tools.store.models import Refund
@@ -61,6 +62,7 @@ def parse_amount(args: RefundCreateArgs) -> Money:
     sensitive=("reason",),
     facts=order_facts,
     money={"amount": "currency"},
+    compensation=flag_refund,
 )
 async def refund_create(args: RefundCreateArgs, ctx: ToolContext) -> RefundPublic:
     """Refund part or all of an order to the customer. The amount is a decimal string in the order's currency and

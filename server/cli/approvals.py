@@ -12,30 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from server.cli.common import CommandError, add_server_options
+from server.cli.common import TOKEN_VARIABLE, CommandError, add_server_options, read_access_token
 from server.config import Settings
-
-TOKEN_VARIABLE = "MANDATE_TOKEN"  # noqa: S105 - the name of the variable, not a token
-
-
-def _token(args: argparse.Namespace) -> str:
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise CommandError(f"cannot read the token file: {exc.strerror}") from None
-    else:
-        token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if not token:
-        raise CommandError(f"an approver's access token is needed: set {TOKEN_VARIABLE} or use --token-file")
-    return token
 
 
 async def _call(settings: Settings, token: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -115,7 +98,7 @@ def _run(args: argparse.Namespace, settings: Settings, tool: str, arguments: dic
             "no trusted issuer is configured to verify the approver's token: set [[issuers]] in MANDATE_CONFIG, "
             "or use --dev-issuer (MANDATE_DEV_ISSUER=1) with development tokens"
         )
-    refused, body = anyio.run(_call, settings, _token(args), tool, arguments)
+    refused, body = anyio.run(_call, settings, read_access_token(args), tool, arguments)
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
     elif refused:

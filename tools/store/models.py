@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Index
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from server.storage.types import UTCDateTime
@@ -56,6 +56,12 @@ class Order(SQLModel, table=True):
     placed_at: datetime = Field(sa_column=_utc_column())
     cancelled_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     cancel_reason: str | None = Field(default=None, max_length=500)
+    cancel_audit_id: str | None = Field(
+        default=None, max_length=40, description="the audit record of the invocation that cancelled the order"
+    )
+    cancelled_from: str | None = Field(
+        default=None, max_length=20, description="the status the order had when it was cancelled (to reopen it)"
+    )
 
 
 class OrderLine(SQLModel, table=True):
@@ -94,3 +100,25 @@ class AccountChange(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
     created_by: str = Field(max_length=400)
     audit_id: str = Field(index=True, max_length=40)
+
+
+class Remediation(SQLModel, table=True):
+    """One compensation of one effect (``mandate remediate``): at most one per effect (its kind, its id and the
+    audit record that made it), whoever runs it and however often, so remediating twice compensates once."""
+
+    __tablename__ = "remediations"
+    __table_args__ = (
+        UniqueConstraint("effect_kind", "effect_id", "compensates_audit_id", name="uq_remediation_effect"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    effect_kind: str = Field(max_length=40, description="refund, account_change, order_cancellation")
+    effect_id: str = Field(max_length=40)
+    compensates_audit_id: str = Field(
+        index=True, max_length=40, description="the audit record of the invocation whose effect this compensates"
+    )
+    action: str = Field(max_length=40, description="restored_email, reopened_order, follow_up")
+    note: str = Field(max_length=500)
+    created_at: datetime = Field(sa_column=_utc_column())
+    created_by: str = Field(max_length=400, description="the principal key of the person who remediated")
+    audit_id: str = Field(index=True, max_length=40, description="the audit record of the compensating call")
