@@ -44,7 +44,7 @@ async def race(harness: Harness, jobs: list[list[dict[str, Any]]]) -> list[list[
                 "calls": calls,
             }
             await process.stdin.send((json.dumps(job) + "\n").encode())
-        with anyio.fail_after(30):
+        with anyio.fail_after(180):  # generous: each worker imports and opens the whole server on a loaded machine
             for process in processes:
                 assert (await _line(process)).strip() == "ready"
             for process in processes:
