@@ -7,12 +7,14 @@ One place builds the object graph for every transport, so HTTP and stdio apply e
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import anyio
 import httpx2
 from mcp.server.lowlevel.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
@@ -30,6 +32,7 @@ from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.callpath.enforcer import Enforcer
 from server.catalog import ToolCatalog
 from server.config import Settings
+from server.effects.reconciler import reconcile_forever
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
 from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server
@@ -62,15 +65,26 @@ class Mandate:
 
     @contextlib.asynccontextmanager
     async def upkeep(self) -> AsyncIterator[Maintenance]:
-        """The background task of a serving process: expire approvals, deliver webhooks, purge old idempotency keys.
+        """The background tasks of a serving process: expire approvals, deliver webhooks, purge old idempotency keys,
+        and resolve effects left in doubt (:mod:`server.effects.reconciler`).
 
         Every replica runs it; they coordinate through the database only (docs/approvals.md).
         """
         interval = self.settings.background_interval_seconds
-        async with running(self.db, self.approvals, interval=interval, clock=self.enforcer.clock) as maintenance:
-            yield maintenance
+        async with (
+            running(self.db, self.approvals, interval=interval, clock=self.enforcer.clock) as maintenance,
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(reconcile_forever, self.enforcer)  # effects left in doubt (docs/effects.md)
+            try:
+                yield maintenance
+            finally:
+                group.cancel_scope.cancel()
 
     async def aclose(self) -> None:
+        for provider in self.enforcer.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
         await self.http_client.aclose()
         await self.db.dispose()
 
@@ -129,12 +143,36 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
     http_client = httpx2.AsyncClient(timeout=5.0, follow_redirects=False)
     issuers = trusted_issuers(settings, local_dev_jwks=local_dev_jwks)
     verifier = JwtVerifier(issuers, settings.audience, http_client=http_client)
-    enforcer = Enforcer(db, catalog, instance=settings.instance, policies=policies, keys=settings.idempotency)
+    try:
+        providers = open_providers(settings)
+    except Exception:
+        await db.dispose()
+        raise
+    enforcer = Enforcer(
+        db,
+        catalog,
+        instance=settings.instance,
+        policies=policies,
+        keys=settings.idempotency,
+        effects=settings.effects,
+        providers=providers,
+    )
     approvals = ApprovalDesk(
         settings.approvals, Webhooks(settings.webhook), runner=enforcer, sensitive=enforcer.sensitive
     )
     enforcer.approvals = approvals
     return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals)
+
+
+def open_providers(settings: Settings) -> dict[str, Any]:
+    """The outside systems configured, by kind (docs/effects.md): ``{"payments": ...}`` when ``[payments]`` names
+    a provider; empty otherwise, and the tools keep their local effects (the embedded demo store)."""
+    try:
+        payments = importlib.import_module("server.providers.payments")
+    except ModuleNotFoundError:  # pragma: no cover - the payments provider package is part of the server
+        return {}
+    provider = payments.open_provider(settings)
+    return {} if provider is None else {"payments": provider}
 
 
 def build_server(mandate: Mandate, credentials: CredentialSource) -> Server[Any]:

@@ -72,6 +72,19 @@ class IdempotencySettings(BaseModel):
     """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's)."""
 
 
+class EffectsSettings(BaseModel):
+    """Effects at outside systems (docs/effects.md): how long an intent may stay ``started`` before the reconciler
+    asks the provider what happened, and how often each process's reconciler looks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lease_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 60.0
+    """Past this, a started intent's provider call can no longer be in flight (it must exceed the provider's
+    timeout): the reconciler may resolve it, and an absent object then means the call never happened."""
+    reconcile_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    reconcile_batch: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
 class WebhookSettings(BaseModel):
     """The approval webhook: a signed JSON POST (Standard Webhooks) when an approval is created or decided."""
 
@@ -127,6 +140,7 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    effects: EffectsSettings = Field(default_factory=EffectsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
@@ -182,6 +196,8 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_APPROVER_CLAIM": ("approvals", "approver_claim"),
     "MANDATE_APPROVER_CLAIM_VALUE": ("approvals", "approver_claim_value"),
     "MANDATE_IDEMPOTENCY_TTL_SECONDS": ("idempotency", "ttl_seconds"),
+    "MANDATE_EFFECTS_LEASE_SECONDS": ("effects", "lease_seconds"),
+    "MANDATE_EFFECTS_RECONCILE_INTERVAL_SECONDS": ("effects", "reconcile_interval_seconds"),
     "MANDATE_WEBHOOK_URL": ("webhook", "url"),
     "MANDATE_WEBHOOK_SECRET": ("webhook", "secret"),
 }

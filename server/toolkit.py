@@ -15,6 +15,13 @@ the tool made (:class:`~server.audit.lineage.Effect`) and a read-only view of th
 :class:`Compensation`: the effect's current state and the compensating tool call that would undo it, a flag for a
 person to follow up, or nothing left to do. ``mandate remediate`` (docs/remediation.md) lists these and, when
 a human asks, runs them through the same enforcement as any other call.
+
+A tool whose effect happens at an outside system (a refund at a payment provider) declares it with ``external=``
+(:class:`External`) and writes only the provider call; the framework runs it exactly once across the call
+(docs/effects.md): ``prepare`` checks and holds local state in the decision's transaction and returns the plan,
+``call`` makes the provider request carrying the key and metadata the framework gives (:class:`EffectCall`),
+``find`` looks the object up again by that metadata, ``complete`` writes the local rows once the provider did it,
+and ``release`` undoes ``prepare``'s holds when the provider definitely did not.
 """
 
 from __future__ import annotations
@@ -153,6 +160,74 @@ CompensationPlanner = Callable[["Effect", AsyncSession, datetime], Awaitable[Com
 
 
 @dataclass(frozen=True, slots=True)
+class EffectCall:
+    """What the framework hands a provider call: the key to send and the metadata that names the intent.
+
+    ``idempotency_key`` is derived from the audit id of the intent's record, so a replay sends the same key;
+    ``metadata`` (``mandate_intent``, ``mandate_audit``, ``mandate_tool``) is what finds the object again at a
+    provider that ignores idempotency keys.
+    """
+
+    intent_id: str
+    audit_id: str
+    tool: str
+    idempotency_key: str
+    metadata: Mapping[str, str]
+
+
+class ProviderObject(typing.Protocol):
+    """What the framework records of the object a provider made: its id, status and amount."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def amount(self) -> Money: ...
+
+
+class EffectRefused(Exception):
+    """A provider call definitely did not happen (the provider said no): raise it from ``call`` to say so.
+
+    The payments provider's own ``ProviderRefused`` is understood as the same; anything else a call raises leaves
+    the effect in doubt, to be resolved by the reconciler, never assumed either way.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class External:
+    """An effect at an outside system, run by the framework's intent protocol (docs/effects.md).
+
+    - ``provider``: which configured provider it needs (``"payments"``); without one the tool's own function runs
+      (the local effect), as if ``external`` were not declared.
+    - ``plan``: the pydantic model ``prepare`` returns; it is stored with the intent, so the reconciler of another
+      process can ``find`` and ``complete`` the effect after a crash.
+    - ``prepare(args, ctx) -> plan``: in the decision's transaction (rows locked); check, hold local state (an
+      order's refundable amount), raise :class:`ToolError` to refuse.
+    - ``call(plan, provider, effect) -> object``: the provider request, carrying ``effect.idempotency_key`` and
+      ``effect.metadata``; outside any transaction.
+    - ``find(plan, provider, effect) -> object | None``: the object the call made, looked up by its metadata.
+    - ``complete(plan, object, ctx) -> result``: in the outcome's transaction: the local rows, and the tool's result.
+    - ``release(plan, ctx)``: in the failure's transaction: undo ``prepare``'s holds (optional).
+    """
+
+    provider: str
+    plan: type[BaseModel]
+    prepare: Callable[[Any, ToolContext], Awaitable[BaseModel]]
+    call: Callable[[Any, Any, EffectCall], Awaitable[ProviderObject]]
+    find: Callable[[Any, Any, EffectCall], Awaitable[ProviderObject | None]]
+    complete: Callable[[Any, Any, ToolContext], Awaitable[BaseModel]]
+    release: Callable[[Any, ToolContext], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolSpec:
     """Everything Mandate needs to know about a tool, declared where the tool is defined."""
 
@@ -176,6 +251,8 @@ class ToolSpec:
     """Money arguments and the argument holding each one's currency: ``(("amount", "currency"),)``."""
     compensation: CompensationPlanner | None = None
     """How to undo one of this tool's effects (``mandate remediate``); None when the tool declares no way."""
+    external: External | None = None
+    """An effect at an outside system (docs/effects.md); the framework runs it when its provider is configured."""
 
     @property
     def has_side_effect(self) -> bool:
@@ -210,18 +287,22 @@ def tool(
     facts: FactsLoader | None = None,
     money: Mapping[str, str] | None = None,
     compensation: CompensationPlanner | None = None,
+    external: External | None = None,
 ) -> Callable[[Callable[[ArgsT, ToolContext], Awaitable[ResultT]]], Callable[[ArgsT, ToolContext], Awaitable[ResultT]]]:
     """Declare a scoped MCP tool.
 
     The tool's name defaults to the function's name and its description to the docstring. The first parameter's
     annotation is the argument model (a :class:`StrictArgs`), the return annotation the result model. ``facts`` is
     an async ``(args, ctx) -> Facts`` loader for the policy's ``facts.<name>``; ``money`` maps each money argument
-    to the argument naming its currency; ``compensation`` plans how to undo one of the tool's effects.
+    to the argument naming its currency; ``compensation`` plans how to undo one of the tool's effects;
+    ``external`` declares an effect at an outside system (:class:`External`).
     """
     if not isinstance(requires, Requirement):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError("requires= takes all_of(...) or any_of(...)")
     if read_only and destructive:
         raise ValueError("a read-only tool cannot be destructive")
+    if external is not None and read_only:
+        raise ValueError("a read-only tool has no effect to make elsewhere")
 
     def decorate(
         function: Callable[[ArgsT, ToolContext], Awaitable[ResultT]],
@@ -263,13 +344,14 @@ def tool(
             read_only=read_only,
             destructive=destructive,
             idempotent=idempotent or read_only,
-            open_world=open_world,
+            open_world=open_world or external is not None,
             sensitive=frozenset(sensitive),
             title=title,
             facts=facts,
             facts_model=facts_model,
             money=tuple((money or {}).items()),
             compensation=compensation,
+            external=external,
         )
         setattr(function, MARK, spec)
         return function

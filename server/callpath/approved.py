@@ -5,22 +5,26 @@ The stored arguments (checked against the digest the approval was bound to) are 
 again with the rules that required approval waived for this action only (every other condition, ledger totals
 included, is checked against the current state), then the ledger, the effect and the audit record (with the approval
 id) are written in a savepoint of the approver's transaction. A refusal now rolls the savepoint back and is recorded
-as a failed run; only an internal failure raises (and the approver's whole transaction with it).
+as a failed run; only an internal failure raises (and the approver's whole transaction with it). An effect at
+an outside system writes its intent there instead, and its provider call runs once that transaction has committed
+(:mod:`server.callpath.act_external`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scopes.policy import Decision
 from server import ledger
 from server.approvals.store import requester_principal, stored_arguments
 from server.audit import chain
-from server.callpath.admit import Rejected, admit
+from server.audit.models import AuditRecord
+from server.callpath.act_external import carry_out, start
+from server.callpath.admit import Admitted, Rejected, admit
 from server.callpath.answers import Refusal
-from server.callpath.core import CallPathCore, new_audit_id
+from server.callpath.core import CallPathCore, after_commit, new_audit_id
 from server.callpath.decide import concealed, decide_in, denial
 from server.callpath.record import (
     CallInfo,
@@ -31,7 +35,7 @@ from server.callpath.record import (
     result_summary,
     success_result,
 )
-from server.toolkit import ToolError
+from server.toolkit import ToolContext, ToolError
 
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -78,6 +82,10 @@ async def run_approved(core: CallPathCore, session: AsyncSession, approval: Appr
                     )
             return await failed_run(core, session, approval, call, refusal, audit_id, now, decision)
         await ledger.reserve(session, decision.spends, at=now, audit_id=audit_id, tool=tool)
+        external = spec.external
+        provider = core.providers.get(external.provider) if external is not None else None
+        if external is not None and provider is not None:
+            return await _start_external(core, session, savepoint, approval, call, admitted, ctx, decision, provider)
         result = await spec.handler(admitted.args, ctx)
         outcome = decided_outcome(
             "allow", "succeeded", decision, result_summary(result), ctx.customer_id or approval.customer_id
@@ -91,6 +99,40 @@ async def run_approved(core: CallPathCore, session: AsyncSession, approval: Appr
             await savepoint.rollback()
         refusal = Refusal(status="failed", code=exc.code, message=exc.message, details=exc.details)
         return await failed_run(core, session, approval, call, refusal, audit_id, now)
+
+
+async def _start_external(
+    core: CallPathCore,
+    session: AsyncSession,
+    savepoint: Any,
+    approval: Approval,
+    call: Invocation,
+    admitted: Admitted,
+    ctx: ToolContext,
+    decision: Decision,
+    provider: Any,
+) -> Execution:
+    """An approved effect at an outside system: (a) commits with the approver's decision; the provider is called
+    only after that transaction has committed (docs/effects.md, "Approved actions"), and the approval's result is
+    brought up to date when the outcome is written."""
+    from server.approvals.desk import Execution
+
+    external = admitted.entry.spec.external
+    assert external is not None
+    ctx.approval_id = approval.id
+    ctx.customer_id = ctx.customer_id or approval.customer_id
+
+    def record(outcome: Outcome) -> AuditRecord:
+        return core.record(call, outcome, ctx.audit_id, ctx.now)
+
+    intent, answer = await start(core, session, ctx, decision, record, admitted, call, None, provider)
+    await savepoint.commit()
+
+    async def later() -> object:
+        return await carry_out(core, intent, external, provider, call)
+
+    after_commit(session, later)
+    return Execution(succeeded=True, result=answer, audit_id=ctx.audit_id)
 
 
 async def failed_run(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from server.callpath.answers import Refusal
 from server.callpath.decide import Gate, decide_in
 from server.callpath.record import Invocation, Outcome, build_record, refusal_result
 from server.catalog import ToolCatalog
-from server.config import IdempotencySettings
+from server.config import EffectsSettings, IdempotencySettings
 from server.policy_runtime import PolicySource, StaticPolicy
 from server.storage.database import Database
 from server.toolkit import ToolContext
@@ -62,6 +62,16 @@ def key_owner(principal: Principal) -> str:
     return identity_key(principal.issuer, principal.client_id, principal.subject, principal.tenant)
 
 
+AFTER_COMMIT = "mandate.after_commit"
+"""``Session.info`` key: work to run once the session's transaction has committed (an approved external effect's
+provider call, which must never run inside the approver's transaction)."""
+
+
+def after_commit(session: Any, work: Callable[[], Awaitable[object]]) -> None:
+    """Run ``work`` after the transaction of ``session`` commits (never if it rolls back)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(work)
+
+
 class CallPathCore:
     """The state the steps share, and the recording helpers they all use."""
 
@@ -74,6 +84,8 @@ class CallPathCore:
         clock: Callable[[], datetime] = utcnow,
         policies: PolicySource | None = None,
         keys: IdempotencySettings | None = None,
+        effects: EffectsSettings | None = None,
+        providers: Mapping[str, Any] | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -81,6 +93,10 @@ class CallPathCore:
         self.clock = clock
         self.policies: PolicySource = policies if policies is not None else StaticPolicy(load_policy())
         self.keys = keys if keys is not None else IdempotencySettings()
+        self.effects = effects if effects is not None else EffectsSettings()
+        self.providers: dict[str, Any] = dict(providers or {})
+        """The outside systems configured, by kind (``"payments"``): a tool's :class:`~server.toolkit.External`
+        effect runs through the intent protocol when its provider is here (docs/effects.md)."""
         self.approvals: ApprovalDesk | None = None
         """Where actions that need a human go (:mod:`server.approvals`); set by :func:`server.app.open_mandate`.
         Without it a decision of ``approval`` is refused (fail closed), never allowed."""

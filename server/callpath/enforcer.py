@@ -25,6 +25,7 @@ from opentelemetry import trace
 from server import idempotency
 from server.auth.principal import Principal
 from server.callpath import approved, explain, keys
+from server.callpath.act_external import act_external
 from server.callpath.act_local import act_local
 from server.callpath.admit import Admitted, Rejected, admit
 from server.callpath.core import INTERNAL_ERROR, CallPathCore
@@ -95,7 +96,12 @@ class Enforcer(CallPathCore):
     async def act(
         self, admitted: Admitted, principal: Principal, call: Invocation, claimed: idempotency.Claimed | None
     ) -> tuple[types.CallToolResult, str]:
-        """Step 5: decide and act (:mod:`server.callpath.act_local`)."""
+        """Step 5: decide and act, here (:mod:`server.callpath.act_local`) or, for an effect at an outside system
+        whose provider is configured, through the intent protocol (:mod:`server.callpath.act_external`)."""
+        external = admitted.entry.spec.external
+        provider = self.providers.get(external.provider) if external is not None else None
+        if provider is not None:
+            return await act_external(self, admitted, principal, call, claimed, provider)
         return await act_local(self, admitted, principal, call, claimed)
 
     # --- running an approved action (server.approvals.desk.ActionRunner) --------------------------------------

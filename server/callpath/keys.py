@@ -1,7 +1,8 @@
 """Idempotency keys on the call path (docs/approvals.md, "Idempotency keys"; :mod:`server.idempotency` keeps them).
 
 A call with a key claims it before the decision: the first claim runs the call and stores its answer with the
-effect; a retry with the same arguments gets the stored answer again (recorded as a replay, no effect); the same key
+effect; a retry with the same arguments gets the stored answer again (recorded as a replay, no effect; an effect
+still in doubt answers so, with when to retry, then its final answer once resolved: docs/effects.md); the same key
 with other arguments is refused; a key whose call is still running gets a retryable refusal.
 """
 
@@ -20,6 +21,7 @@ from server.callpath.admit import Admitted
 from server.callpath.answers import Refusal
 from server.callpath.core import CallPathCore, key_owner, new_audit_id
 from server.callpath.record import Invocation, Outcome, refusal_result
+from server.effects import intents
 
 logger = logging.getLogger("server.callpath")
 
@@ -83,6 +85,7 @@ async def replay(
     if core.approvals is not None:
         async with core.db.session() as session:
             result = await core.approvals.refresh(session, principal, result, core.clock())
+    result = await intents.refresh(core.db, result, core.clock(), core.effects.reconcile_interval_seconds)
     summary = {"replay_of": stored.audit_id}
     outcome = Outcome("allow", "replayed", "idempotent_replay", "the stored answer of an earlier call", summary=summary)
     audit_id = await core.record_alone(call, outcome)

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from scopes.catalog import CatalogError
-from server.cli import approvals, audit, policy, remediate, scopes, serve, tokens
+from server.cli import approvals, audit, effects, policy, remediate, scopes, serve, tokens
 from server.cli.common import Command, CommandError, settings_from
 from server.config import ConfigError, Settings
 from server.display import install_escaping
 
-COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate)
+COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate, effects)
 
 
 def _configure_logging(settings: Settings) -> None:

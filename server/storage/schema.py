@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 import server.approvals.models
+import server.effects.models
 import server.idempotency
 import server.webhooks  # noqa: F401 - these modules declare the server's own tables
 from server.audit.models import GENESIS_HASH

@@ -62,6 +62,9 @@ class Order(SQLModel, table=True):
     cancelled_from: str | None = Field(
         default=None, max_length=20, description="the status the order had when it was cancelled (to reopen it)"
     )
+    payment_ref: str | None = Field(default=None, max_length=255, index=True)
+    """The payment at the payments provider that paid for this order (a Stripe payment intent ``pi_...``); ``None``
+    when no provider is configured: refunds are then rows in this store only."""
 
 
 class OrderLine(SQLModel, table=True):
@@ -87,6 +90,9 @@ class Refund(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
     created_by: str = Field(max_length=400, description="the principal key of the agent that refunded")
     audit_id: str = Field(index=True, max_length=40, description="the audit record of the invocation that refunded")
+    provider_refund_id: str | None = Field(
+        default=None, max_length=255, index=True, description="the refund at the payments provider (Stripe re_...)"
+    )
 
 
 class AccountChange(SQLModel, table=True):

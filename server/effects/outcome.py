@@ -1,0 +1,250 @@
+"""Step (c) of the intent protocol (docs/effects.md): how an intent is resolved, exactly once, in one transaction.
+
+:func:`succeed` (the provider made its object) runs the tool's ``complete`` (the local rows), writes the outcome's
+audit record linked to the intent (its summary names the intent, the intent's record and the provider's object),
+stores the final answer on the intent, with the agent's idempotency key and on the approval it carried out.
+:func:`fail` (the provider definitely did not) releases the ledger reservation (:mod:`server.effects.budget`) and
+the tool's own holds (``release``), and records the failure with its reason the same way.
+
+Both lock the intent row first and act only if it is still ``started``: the call that made the request and any
+number of reconcilers may race to resolve it, and exactly one wins; the others get the winner's answer. An object
+that turns up for an intent already resolved as failed (the provider acted after Mandate could no longer expect it
+to) marks the intent ``conflict`` with an audit record, for a person and ``mandate reconcile payments``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+from sqlalchemy import update
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from server import idempotency
+from server.approvals import store as approvals_store
+from server.audit import chain
+from server.callpath.answers import Refusal
+from server.callpath.core import new_audit_id
+from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result, result_summary, success_result
+from server.effects import budget
+from server.effects.intents import EFFECT_META, principal_of, stored_arguments
+from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED, EffectIntent
+from server.toolkit import External, ProviderObject, ToolContext
+
+if TYPE_CHECKING:
+    from server.callpath.core import CallPathCore
+
+logger = logging.getLogger("server.effects")
+
+RESOLVED_BY_CALL = "call"
+RESOLVED_BY_RECONCILER = "reconciler"
+
+
+class ToolGone(RuntimeError):
+    """The intent's tool is no longer in the catalog (or no longer external): it cannot be completed here."""
+
+
+def external_of(core: CallPathCore, tool: str) -> External:
+    entry = core.catalog.get(tool)
+    if entry is None or entry.spec.external is None:
+        raise ToolGone(f"tool {tool!r} is not an external effect in this server's catalog")
+    return entry.spec.external
+
+
+def invocation_of(core: CallPathCore, intent: EffectIntent, resolver: str) -> Invocation:
+    """The invocation an outcome's record describes, rebuilt from the intent (a reconciler has no request)."""
+    transport = intent.transport if resolver == RESOLVED_BY_CALL else "reconciler"
+    info = CallInfo(transport=transport, request_id=intent.request_id, idempotency_key=intent.call_key)
+    return Invocation(principal_of(intent), info, intent.tool, stored_arguments(intent), core.sensitive(intent.tool))
+
+
+def with_effect_meta(answer: types.CallToolResult, intent: EffectIntent, status: str) -> types.CallToolResult:
+    meta = dict(answer.meta or {})
+    meta[EFFECT_META] = {
+        "intent_id": intent.id,
+        "provider": intent.provider_name,
+        "status": status,
+        "object_id": intent.provider_object_id,
+    }
+    return answer.model_copy(update={"meta": meta})
+
+
+async def _locked(session: AsyncSession, intent_id: str) -> EffectIntent:
+    query = select(EffectIntent).where(EffectIntent.id == intent_id).with_for_update()
+    found = (await session.exec(query.execution_options(populate_existing=True))).first()
+    if found is None:  # pragma: no cover - intents are never deleted
+        raise LookupError(f"no intent {intent_id}")
+    return found
+
+
+async def _store_answer(
+    session: AsyncSession,
+    intent: EffectIntent,
+    answer: types.CallToolResult,
+    audit_id: str,
+    *,
+    ok: bool,
+    code: str | None,
+    message: str | None,
+) -> None:
+    """The final answer where a retry finds it: the intent, the agent's idempotency key, the approval."""
+    text = answer.model_dump_json(by_alias=True, exclude_none=True)
+    intent.answer = text
+    connection = await session.connection()
+    if intent.call_key_id is not None:
+        await connection.execute(
+            update(idempotency.TABLE)
+            .where(idempotency.TABLE.c.id == intent.call_key_id, idempotency.TABLE.c.status == idempotency.COMPLETED)
+            .values(result=idempotency.stored_form(answer), audit_id=audit_id)
+        )
+    if intent.approval_id is not None:
+        await approvals_store.record_execution(
+            session,
+            intent.approval_id,
+            succeeded=ok,
+            result_json=text,
+            audit_id=audit_id,
+            code=code,
+            message=message,
+            now=intent.resolved_at or intent.created_at,
+        )
+
+
+async def _resolve(
+    core: CallPathCore,
+    intent_id: str,
+    resolver: str,
+    call: Invocation | None,
+    act: Callable[[AsyncSession, EffectIntent, Invocation, str], Awaitable[types.CallToolResult]],
+    late: Callable[[AsyncSession, EffectIntent, Invocation], Awaitable[None]] | None = None,
+) -> types.CallToolResult:
+    async def work(session: AsyncSession) -> types.CallToolResult:
+        intent = await _locked(session, intent_id)
+        invocation = call or invocation_of(core, intent, resolver)
+        if intent.status != STARTED:
+            if late is not None and intent.status == FAILED:
+                await late(session, intent, invocation)
+            if intent.answer is None:  # pragma: no cover - a resolved intent always has its answer
+                raise LookupError(f"intent {intent_id} is {intent.status} without an answer")
+            return types.CallToolResult.model_validate_json(intent.answer)
+        answer = await act(session, intent, invocation, new_audit_id())
+        session.add(intent)
+        await session.flush()
+        return answer
+
+    return await core.db.run_in_transaction(work)
+
+
+async def succeed(
+    core: CallPathCore, intent_id: str, made: ProviderObject, *, resolver: str, call: Invocation | None = None
+) -> types.CallToolResult:
+    """The provider made ``made``: complete the intent (see the module docstring); the final answer."""
+
+    async def act(
+        session: AsyncSession, intent: EffectIntent, invocation: Invocation, audit_id: str
+    ) -> types.CallToolResult:
+        now = core.clock()
+        external = external_of(core, intent.tool)
+        intent.status = COMPLETED
+        intent.resolved_at, intent.resolved_by, intent.outcome_audit_id = now, resolver, audit_id
+        intent.provider_object_id = made.id
+        intent.amount_minor, intent.currency = made.amount.minor, made.amount.currency
+        intent.provider_status = made.status
+        ctx = _context(core, session, intent, invocation, now)
+        result = await external.complete(external.plan.model_validate_json(intent.plan), made, ctx)
+        summary: dict[str, Any] = {**result_summary(result), **_links(intent, resolver)}
+        outcome = Outcome("allow", "succeeded", summary=summary, customer_id=ctx.customer_id or intent.customer_id)
+        outcome.approval_id = intent.approval_id
+        await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
+        answer = with_effect_meta(success_result(result), intent, made.status)
+        await _store_answer(session, intent, answer, audit_id, ok=True, code=None, message=None)
+        return answer
+
+    async def late(session: AsyncSession, intent: EffectIntent, invocation: Invocation) -> None:
+        now = core.clock()
+        audit_id = new_audit_id()
+        logger.error("intent %s: the provider's object %s turned up after the intent failed", intent.id, made.id)
+        intent.status, intent.provider_object_id, intent.provider_status = CONFLICT, made.id, made.status
+        intent.amount_minor, intent.currency = made.amount.minor, made.amount.currency
+        summary = {**_links(intent, resolver), "failed_by": intent.outcome_audit_id}
+        reason = "the provider made the object after the intent was resolved as failed; a person must reconcile it"
+        outcome = Outcome(
+            "error", "conflict", "effect_conflict", reason, summary=summary, customer_id=intent.customer_id
+        )
+        outcome.approval_id = intent.approval_id
+        await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
+        session.add(intent)
+
+    return await _resolve(core, intent_id, resolver, call, act, late)
+
+
+async def fail(
+    core: CallPathCore,
+    intent_id: str,
+    *,
+    code: str,
+    message: str,
+    provider_code: str | None,
+    resolver: str,
+    call: Invocation | None = None,
+) -> types.CallToolResult:
+    """The provider definitely did not act: release, record the failure with its reason; the final answer."""
+
+    async def act(
+        session: AsyncSession, intent: EffectIntent, invocation: Invocation, audit_id: str
+    ) -> types.CallToolResult:
+        now = core.clock()
+        external = external_of(core, intent.tool)
+        intent.status = FAILED
+        intent.resolved_at, intent.resolved_by, intent.outcome_audit_id = now, resolver, audit_id
+        intent.error_code, intent.error_message = provider_code or code, message
+        released = await budget.release(session, intent.audit_id, by_audit_id=audit_id, at=now)
+        ctx = _context(core, session, intent, invocation, now)
+        if external.release is not None:
+            await external.release(external.plan.model_validate_json(intent.plan), ctx)
+        summary: dict[str, Any] = {"error": code, "released_budgets": released, **_links(intent, resolver)}
+        if provider_code:
+            summary["provider_code"] = provider_code
+        outcome = Outcome("allow", "failed", code, message, summary=summary, customer_id=intent.customer_id)
+        outcome.approval_id = intent.approval_id
+        await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
+        details: dict[str, Any] = {"provider": intent.provider_name, "intent_id": intent.id}
+        if provider_code:
+            details["provider_code"] = provider_code
+        refusal = Refusal(status="failed", code=code, message=message, details=details, audit_id=audit_id)
+        answer = with_effect_meta(refusal_result(refusal), intent, "failed")
+        await _store_answer(session, intent, answer, audit_id, ok=False, code=code, message=message)
+        return answer
+
+    return await _resolve(core, intent_id, resolver, call, act)
+
+
+def _context(
+    core: CallPathCore, session: AsyncSession, intent: EffectIntent, call: Invocation, now: Any
+) -> ToolContext:
+    """The tool's view of the outcome's transaction: the requester, and the intent's record as the cause."""
+    assert call.principal is not None
+    return ToolContext(
+        principal=call.principal,
+        session=session,
+        now=now,
+        audit_id=intent.audit_id,
+        tool_name=intent.tool,
+        customer_id=intent.customer_id,
+        approval_id=intent.approval_id,
+        approvals=core.approvals,
+    )
+
+
+def _links(intent: EffectIntent, resolver: str) -> dict[str, Any]:
+    return {
+        "intent_id": intent.id,
+        "intent_audit_id": intent.audit_id,
+        "provider": intent.provider_name,
+        "provider_object_id": intent.provider_object_id,
+        "provider_status": intent.provider_status,
+        "resolved_by": resolver,
+    }

@@ -1,0 +1,139 @@
+"""The reconciler (docs/effects.md, "In doubt: never twice, never lost"): resolves every intent left ``started``
+past its lease, asking the provider what happened.
+
+Any replica runs it as upkeep (:func:`reconcile_forever`, started by :meth:`server.app.Mandate.upkeep`), and
+``mandate effects reconcile`` runs one round on demand. A round takes up due intents for itself
+(:func:`server.effects.intents.claim_due`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a new lease, so two
+replicas never work on one intent at once), then for each asks the tool's ``find`` (by the metadata naming the
+intent: localstripe ignores idempotency keys, so the lookup must stand on its own):
+
+- found: the outcome is written as if the call had answered (:func:`server.effects.outcome.succeed`);
+- definitely absent (the provider answered, and the lease, longer than the provider's timeout, has passed, so the
+  call can no longer be in flight): failed, and the reservation released (:func:`server.effects.outcome.fail`);
+- the provider unreachable, or any doubt about its answer: the intent stays in doubt, with the reason noted, and a
+  later round tries again. A budget never gives back an amount in doubt.
+
+Every resolution is an audit record, written by :mod:`server.effects.outcome` in the resolution's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+
+from server.effects import faults, intents, outcome
+from server.effects.errors import describe, refusal_of
+from server.effects.models import STARTED, EffectIntent
+from server.toolkit import EffectCall
+
+if TYPE_CHECKING:
+    from server.callpath.core import CallPathCore
+
+logger = logging.getLogger("server.effects")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a round did with one intent: ``completed``, ``failed``, ``conflict`` or ``in_doubt`` (and why)."""
+
+    intent_id: str
+    tool: str
+    status: str
+    detail: str = ""
+    object_id: str | None = None
+
+
+async def reconcile_due(
+    core: CallPathCore, *, now: datetime | None = None, limit: int | None = None
+) -> list[Resolution]:
+    """One round: take up the intents past their lease and resolve each one that the provider can answer for."""
+    at = now or core.clock()
+    lease = timedelta(seconds=core.effects.lease_seconds)
+    taken = await intents.claim_due(core.db, at, lease=lease, limit=limit or core.effects.reconcile_batch)
+    return [await resolve(core, intent) for intent in taken]
+
+
+async def resolve(core: CallPathCore, intent: EffectIntent) -> Resolution:
+    """Ask the provider about one intent this reconciler has taken up, and write what it learns."""
+    try:
+        external = outcome.external_of(core, intent.tool)
+    except outcome.ToolGone as exc:
+        return await _still_in_doubt(core, intent, str(exc))
+    provider = core.providers.get(external.provider)
+    if provider is None:
+        return await _still_in_doubt(core, intent, f"no {external.provider} provider is configured here")
+    plan = external.plan.model_validate_json(intent.plan)
+    effect_call = EffectCall(
+        intent_id=intent.id,
+        audit_id=intent.audit_id,
+        tool=intent.tool,
+        idempotency_key=intent.provider_key,
+        metadata=intents.metadata(intent.id, intent.audit_id, intent.tool),
+    )
+    try:
+        with anyio.fail_after(core.effects.lease_seconds * 0.8):
+            found = await external.find(plan, provider, effect_call)
+    except Exception as exc:  # noqa: BLE001 - every failure to learn the outcome keeps the intent in doubt
+        # Only "the thing it would have changed does not exist" (404) proves absence; a refused key (401, 403)
+        # proves nothing about the refund, so the intent stays in doubt.
+        if refusal_of(exc) is None or getattr(exc, "http_status", None) != 404:
+            return await _still_in_doubt(core, intent, describe(exc))
+        found = None
+    faults.reach("after_provider_find")
+    try:
+        if found is None:
+            message = (
+                f"The {intent.provider_name} provider holds no object for this request, and the request can no "
+                "longer be in flight, so it never happened there; nothing was spent."
+            )
+            await outcome.fail(
+                core,
+                intent.id,
+                code="effect_not_made",
+                message=message,
+                provider_code=None,
+                resolver=outcome.RESOLVED_BY_RECONCILER,
+            )
+        elif found.status in ("failed", "canceled"):
+            message = f"The {intent.provider_name} provider did not carry this out ({found.id} ended {found.status})."
+            await outcome.fail(
+                core,
+                intent.id,
+                code=f"provider_{found.status}",
+                message=message,
+                provider_code=found.status,
+                resolver=outcome.RESOLVED_BY_RECONCILER,
+            )
+        else:
+            await outcome.succeed(core, intent.id, found, resolver=outcome.RESOLVED_BY_RECONCILER)
+    except Exception as exc:
+        logger.exception("the resolution of intent %s could not be recorded; it stays in doubt", intent.id)
+        return await _still_in_doubt(core, intent, describe(exc))
+    async with core.db.session() as session:
+        resolved = await intents.get(session, intent.id)
+    status = resolved.status if resolved is not None else STARTED
+    object_id = resolved.provider_object_id if resolved is not None else None
+    return Resolution(intent.id, intent.tool, status, resolved.error_code or "" if resolved else "", object_id)
+
+
+async def _still_in_doubt(core: CallPathCore, intent: EffectIntent, why: str) -> Resolution:
+    logger.warning("intent %s stays in doubt: %s", intent.id, why)
+    try:
+        await intents.note_error(core.db, intent.id, why)
+    except Exception:
+        logger.exception("could not note why intent %s is in doubt", intent.id)
+    return Resolution(intent.id, intent.tool, "in_doubt", why)
+
+
+async def reconcile_forever(core: CallPathCore) -> None:
+    """Upkeep: a round every ``effects.reconcile_interval_seconds``; a failing round is logged, never fatal."""
+    while True:
+        try:
+            await reconcile_due(core)
+        except Exception:
+            logger.exception("a round of the effects reconciler failed; the next one runs as usual")
+        await anyio.sleep(core.effects.reconcile_interval_seconds)

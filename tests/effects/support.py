@@ -1,0 +1,57 @@
+"""Helpers for the effects tests: link the demo orders to payments, read intents, budgets and records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, func, select
+
+from server.audit.models import AuditRecord
+from server.effects.models import EffectIntent
+from server.ledger import LedgerBucket
+from server.storage.database import Database
+from tools.store.models import Order, Refund
+
+REFUND = {"order_id": "ord_5001", "amount": "12.50", "currency": "EUR", "reason": "arrived damaged"}
+
+
+async def link_orders(db: Database, refs: dict[str, str] | None = None) -> None:
+    """Give every demo order a payment reference (``pi_<order id>`` unless ``refs`` names one)."""
+
+    async def work(session: Any) -> None:
+        orders = (await session.exec(select(Order))).all()
+        for order in orders:
+            ref = (refs or {}).get(order.id, f"pi_{order.id}")
+            await session.exec(update(Order).where(col(Order.id) == order.id).values(payment_ref=ref))
+
+    await db.run_in_transaction(work)
+
+
+async def intents(db: Database) -> list[EffectIntent]:
+    async with db.session() as session:
+        return list((await session.exec(select(EffectIntent).order_by(col(EffectIntent.created_at)))).all())
+
+
+async def spent(db: Database, budget: str = "agent_refunds_daily") -> int:
+    async with db.session() as session:
+        query = select(func.coalesce(func.sum(LedgerBucket.spent), 0)).where(LedgerBucket.budget == budget)
+        return int((await session.exec(query)).one())
+
+
+async def refunds(db: Database) -> list[Refund]:
+    async with db.session() as session:
+        return list((await session.exec(select(Refund))).all())
+
+
+async def order(db: Database, order_id: str = "ord_5001") -> Order:
+    async with db.session() as session:
+        found = await session.get(Order, order_id)
+    assert found is not None
+    return found
+
+
+async def records(db: Database, tool: str = "refund_create") -> list[AuditRecord]:
+    async with db.session() as session:
+        query = select(AuditRecord).where(AuditRecord.tool == tool).order_by(col(AuditRecord.seq))
+        return list((await session.exec(query)).all())
