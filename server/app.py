@@ -31,7 +31,7 @@ from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.callpath.enforcer import Enforcer
 from server.catalog import ToolCatalog
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.effects.reconciler import reconcile_forever
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
@@ -172,7 +172,15 @@ def open_providers(settings: Settings) -> dict[str, Any]:
     except ModuleNotFoundError:  # pragma: no cover - the payments provider package is part of the server
         return {}
     provider = payments.open_provider(settings)
-    return {} if provider is None else {"payments": provider}
+    if provider is None:
+        return {}
+    timeout = float(getattr(getattr(settings, "payments", None), "timeout_seconds", 0.0))
+    if timeout >= settings.effects.lease_seconds * 0.8:  # past the lease a call must no longer be in flight
+        raise ConfigError(
+            f"effects.lease_seconds ({settings.effects.lease_seconds:g}) must be more than 1.25 times the payments "
+            f"provider's timeout ({timeout:g} s), so a request can never outlive its intent's lease"
+        )
+    return {"payments": provider}
 
 
 def build_server(mandate: Mandate, credentials: CredentialSource) -> Server[Any]:

@@ -201,10 +201,10 @@ async def fail(
         intent.status = FAILED
         intent.resolved_at, intent.resolved_by, intent.outcome_audit_id = now, resolver, audit_id
         intent.error_code, intent.error_message = provider_code or code, message
-        released = await budget.release(session, intent.audit_id, by_audit_id=audit_id, at=now)
         ctx = _context(core, session, intent, invocation, now)
-        if external.release is not None:
+        if external.release is not None:  # the tool's rows first, then the ledger: the decision's lock order
             await external.release(external.plan.model_validate_json(intent.plan), ctx)
+        released = await budget.release(session, intent.audit_id, by_audit_id=audit_id, at=now)
         summary: dict[str, Any] = {"error": code, "released_budgets": released, **_links(intent, resolver)}
         if provider_code:
             summary["provider_code"] = provider_code
