@@ -8,19 +8,25 @@ HTTP server (the payments fixtures), SQLite or PostgreSQL (``MANDATE_TEST_DATABA
 
 from __future__ import annotations
 
+import pytest
+
+# The real Stripe adapter and the localstripe fixtures come with the payments provider (server/providers/).
+pytest.importorskip("server.providers.localstripe", reason="the payments provider (server/providers) is not installed")
+
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import pytest
 import stripe
 
 from server.effects.models import COMPLETED, FAILED, STARTED, EffectIntent
-from server.providers.localstripe import LocalStripe
 from server.storage.database import Database
 from tests.effects import support
 from tests.effects.processes import Served, environment, free_port, run, serving
+
+if TYPE_CHECKING:
+    from server.providers.localstripe import LocalStripe
 
 pytestmark = pytest.mark.anyio
 

@@ -4,11 +4,15 @@ left reserved."""
 
 from __future__ import annotations
 
+import pytest
+
+# The real Stripe adapter and the localstripe fixtures come with the payments provider (server/providers/).
+pytest.importorskip("server.providers.localstripe", reason="the payments provider (server/providers) is not installed")
+
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
-import pytest
 import stripe
 
 from scopes.money import Money

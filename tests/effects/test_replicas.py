@@ -5,20 +5,26 @@ intent has at most one provider refund and the ledger, the store and the provide
 
 from __future__ import annotations
 
+import pytest
+
+# The real Stripe adapter and the localstripe fixtures come with the payments provider (server/providers/).
+pytest.importorskip("server.providers.localstripe", reason="the payments provider (server/providers) is not installed")
+
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-import pytest
 import stripe
 
 from server.effects.models import COMPLETED, STARTED
-from server.providers.localstripe import LocalStripe
 from server.storage.database import Database
 from tests.effects import support
 from tests.effects.delay_proxy import DelayProxy, delaying
 from tests.effects.processes import environment, free_port, run, serving
+
+if TYPE_CHECKING:
+    from server.providers.localstripe import LocalStripe
 
 pytestmark = pytest.mark.anyio
 
