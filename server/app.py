@@ -18,6 +18,7 @@ import anyio
 import httpx2
 from mcp.server.lowlevel.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -29,13 +30,20 @@ from server.approvals import ApprovalDesk
 from server.approvals.maintenance import Maintenance, running
 from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
+from server.auth.principal import Principal
 from server.callpath.enforcer import Enforcer
+from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
 from server.config import ConfigError, Settings
 from server.effects.reconciler import reconcile_forever
+from server.guards.rails import Guardrails
+from server.guards.suspension import suspension_of
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
+from server.http.metrics_endpoint import metrics_route
 from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server
+from server.observability.metrics import Metrics
+from server.observability.tracing import Tracing, configure_tracing
 from server.policy_runtime import PolicyRuntime, vocabulary_of
 from server.storage.database import Database
 from server.storage.schema import create_schema
@@ -62,6 +70,9 @@ class Mandate:
     verifier: JwtVerifier
     http_client: httpx2.AsyncClient
     approvals: ApprovalDesk
+    guards: Guardrails
+    metrics: Metrics
+    tracing: Tracing
 
     @contextlib.asynccontextmanager
     async def upkeep(self) -> AsyncIterator[Maintenance]:
@@ -73,6 +84,7 @@ class Mandate:
         interval = self.settings.background_interval_seconds
         async with (
             running(self.db, self.approvals, interval=interval, clock=self.enforcer.clock) as maintenance,
+            self.guards.running(interval=interval),
             anyio.create_task_group() as group,
         ):
             group.start_soon(reconcile_forever, self.enforcer)  # effects left in doubt (docs/effects.md)
@@ -82,6 +94,7 @@ class Mandate:
                 group.cancel_scope.cancel()
 
     async def aclose(self) -> None:
+        self.tracing.shutdown()  # flushes the spans not exported yet
         for provider in self.enforcer.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
@@ -157,11 +170,40 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
         effects=settings.effects,
         providers=providers,
     )
-    approvals = ApprovalDesk(
-        settings.approvals, Webhooks(settings.webhook), runner=enforcer, sensitive=enforcer.sensitive
-    )
+    webhooks = Webhooks(settings.webhook)
+    approvals = ApprovalDesk(settings.approvals, webhooks, runner=enforcer, sensitive=enforcer.sensitive)
     enforcer.approvals = approvals
-    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals)
+    metrics = Metrics(db, data_dir=settings.data_dir, cache_seconds=settings.metrics.cache_seconds)
+    tracing = configure_tracing(
+        settings.tracing.otlp_endpoint,
+        service_name=settings.tracing.service_name,
+        instance=settings.instance,
+        headers={k: v.get_secret_value() for k, v in settings.tracing.headers.items()},
+    )
+
+    async def write_refusal(address: str | None, error: str, description: str, summary: dict[str, Any]) -> str | None:
+        info = CallInfo(transport="http", client_address=address)
+        return await enforcer.record_refusal(None, info, None, error, description, "auth", summary)
+
+    guards = Guardrails(
+        db,
+        policies,
+        metrics,
+        webhooks,
+        record_trip=enforcer.record_guard,
+        write_refusal=write_refusal,
+        clock=enforcer.clock,
+        suspension_ttl=settings.guards.suspension_cache_seconds,
+        refusal_interval=settings.guards.refusal_interval_seconds,
+    )
+    enforcer.guards, enforcer.metrics, enforcer.tracer = guards, metrics, tracing.tracer
+
+    async def requester_check(session: AsyncSession, principal: Principal) -> str | None:
+        found = await suspension_of(session, principal)  # read now, in the approver's transaction
+        return found.id if found is not None else None
+
+    approvals.requester_check = requester_check
+    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals, guards, metrics, tracing)
 
 
 def open_providers(settings: Settings) -> dict[str, Any]:
@@ -209,6 +251,7 @@ def build_http_app(mandate: Mandate) -> Starlette:
         catalog=mandate.catalog,
         resource_metadata_url=metadata_url(settings.base_url, settings.audience),
         record_refusal=mandate.enforcer.record_refusal,
+        guards=mandate.guards,
     )
     issuer_urls = [i.issuer for i in settings.issuers] + ([settings.dev_issuer_url] if settings.dev_issuer else [])
     routes: list[Route | Mount] = [
@@ -216,6 +259,8 @@ def build_http_app(mandate: Mandate) -> Starlette:
         *metadata_routes(settings.audience, issuer_urls, sorted(mandate.catalog.scopes.scopes)),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
+    if settings.metrics.enabled:
+        routes.append(metrics_route(mandate.metrics, settings.metrics, mandate.verifier))
     if settings.dev_issuer:
         routes.extend(_dev_issuer_routes(settings))
 

@@ -13,7 +13,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -114,6 +114,51 @@ class WebhookSettings(BaseModel):
         return self.url is not None
 
 
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (Prometheus text format; docs/operations.md, "Metrics"): who may scrape it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    allow_loopback: bool = True
+    """Scrapes from 127.0.0.1/::1 need no credential (a Prometheus or agent on the same host)."""
+    token: SecretStr | None = None
+    """A static bearer token a remote scraper sends (``Authorization: Bearer ...``). Never logged or printed."""
+    cache_seconds: Annotated[float, Field(ge=0, le=300)] = 2.0
+    """How long the database gauges (pending approvals, suspensions, audit length) are reused between scrapes."""
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces over OTLP/HTTP (docs/operations.md, "Traces")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    otlp_endpoint: str | None = None
+    """The OTLP/HTTP traces URL, e.g. ``http://collector:4318/v1/traces``; unset: nothing is exported."""
+    service_name: str = "mandate"
+    headers: dict[str, SecretStr] = Field(default_factory=dict[str, SecretStr])
+    """Extra headers for the exporter (an API key); never logged or printed."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("the OTLP endpoint must be http:// or https:// (OTLP/HTTP)")
+        return value
+
+
+class GuardSettings(BaseModel):
+    """Suspensions and refusal aggregation (docs/operations.md, "Suspensions" and "Invalid-token floods")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suspension_cache_seconds: Annotated[float, Field(gt=0, le=1.0)] = 0.5
+    """How old each process's view of the suspensions may be; at most 1 s, so a suspension holds everywhere
+    within a second even without PostgreSQL's NOTIFY."""
+    refusal_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Auth refusals after the first of a (source, error) are counted, and written as one record per interval."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +183,11 @@ class Settings(BaseModel):
     policy_path: Path | None = None
     """The policy file (docs/policy.md); default scopes/policy.toml. Reloaded when it changes."""
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (docs/operations.md, "Logs")."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     effects: EffectsSettings = Field(default_factory=EffectsSettings)
@@ -187,6 +237,7 @@ _ENV: Mapping[str, str] = {
     "MANDATE_DEV_ISSUER": "dev_issuer",
     "MANDATE_INSTANCE": "instance",
     "MANDATE_LOG_LEVEL": "log_level",
+    "MANDATE_LOG_FORMAT": "log_format",
     "MANDATE_POLICY": "policy_path",
     "MANDATE_BACKGROUND_INTERVAL_SECONDS": "background_interval_seconds",
 }
@@ -200,6 +251,8 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_EFFECTS_RECONCILE_INTERVAL_SECONDS": ("effects", "reconcile_interval_seconds"),
     "MANDATE_WEBHOOK_URL": ("webhook", "url"),
     "MANDATE_WEBHOOK_SECRET": ("webhook", "secret"),
+    "MANDATE_METRICS_TOKEN": ("metrics", "token"),
+    "MANDATE_OTLP_ENDPOINT": ("tracing", "otlp_endpoint"),
 }
 
 

@@ -23,6 +23,7 @@ from server.callpath.answers import Refusal
 from server.callpath.enforcer import Enforcer
 from server.callpath.record import CallInfo, refusal_result
 from server.display import escape_text
+from server.observability.tracing import continued_from_meta
 from server.request_context import current_origin, current_principal
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ def _call_info(ctx: ServerRequestContext[Any, Any]) -> CallInfo:
         client_version=version,
         request_id=str(ctx.request_id) if ctx.request_id is not None else None,
     )
+
+
+def _connection(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The live connection of a request: SDK 2.3 builds a ``ServerSession`` per request over the connection, whose
+    ``send_tool_list_changed`` sends on the standalone channel (best effort, never raising). The SDK has no public
+    accessor for it yet, hence the private attribute, with the session itself as the fallback."""
+    return getattr(ctx.session, "_connection", ctx.session)
 
 
 _EMPTY_LISTING = types.ListToolsResult(tools=[]).model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -113,7 +121,10 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
             logger.warning("tools/list refused: %s", exc.description)
             await enforcer.record_refusal(None, _call_info(ctx), None, "invalid_token", exc.description, "auth")
             return types.ListToolsResult(tools=[])
-        listing = listings.result(await enforcer.list_tools(principal, _call_info(ctx)))
+        tools = await enforcer.list_tools(principal, _call_info(ctx))
+        if enforcer.guards is not None:  # told with tools/list_changed when its suspension state changes
+            await enforcer.guards.suspensions.watch_now(_connection(ctx), principal)
+        listing = listings.result(tools)
         # The SDK takes a mapping as the result (``mcp.server.runner._dump_result``) and validates it against the
         # protocol version's ListToolsResult like any other: the same bytes on the wire, one pass fewer.
         return cast(types.ListToolsResult, listing)
@@ -141,7 +152,10 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
             message = f"Unknown tool: {escape_text(params.name)[:100]}"
             await enforcer.record_refusal(principal, _call_info(ctx), params.name, "unknown_tool", message, "call")
             raise MCPError(code=types.INVALID_PARAMS, message=message)
-        return await enforcer.call_tool(principal, params.name, params.arguments, _call_info(ctx))
+        if enforcer.guards is not None:
+            await enforcer.guards.suspensions.watch_now(_connection(ctx), principal)
+        with continued_from_meta(params.meta):  # the client's trace context in _meta, when no traceparent header
+            return await enforcer.call_tool(principal, params.name, params.arguments, _call_info(ctx))
 
     catalog = enforcer.catalog
 

@@ -368,3 +368,16 @@ def _facts_model(tool_name: str, loader: FactsLoader | None) -> type[Facts] | No
     if not (isinstance(returned, type) and issubclass(returned, Facts)):
         raise TypeError(f"{tool_name}: the facts loader must be annotated to return a Facts model")
     return returned
+
+
+# --- suspensions, for the security team's tools (tools/principals.py; docs/operations.md, "Suspensions") ----------
+
+from server.guards import suspension as _suspension  # noqa: E402 - the public toolkit's tail, after its own names
+from server.guards.store import SUSPENSION_KINDS as SUSPENSION_KINDS  # noqa: E402
+from server.guards.store import Suspension as Suspension  # noqa: E402
+from server.guards.suspension import SuspensionError as SuspensionError  # noqa: E402
+from server.guards.suspension import Target as Target  # noqa: E402
+
+active_suspensions = _suspension.active
+suspend_target = _suspension.suspend
+resume_suspension = _suspension.resume

@@ -49,6 +49,15 @@ def lint(policy: Policy, vocabulary: Vocabulary) -> list[str]:
             for scope, _ in budget.limits.tiers
             if scope not in vocabulary.scopes
         )
+    for limit in policy.guards.rate_limits:
+        warnings.extend(
+            f"rate limit {limit.id!r}: names tool {tool!r}, which this server does not publish"
+            for tool in sorted(limit.tools or ())
+            if tool not in vocabulary.tools
+        )
+    for breaker in policy.guards.breakers:
+        if breaker.shadow:
+            warnings.append(f"breaker {breaker.id!r} is in shadow mode: it records and alerts but suspends no one")
     used = {rule.budget.id for rule in policy.rules if isinstance(rule, BudgetRule)}
     warnings.extend(f"budget {name!r} is not used by any rule" for name in sorted(set(policy.budgets) - used))
     return warnings

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from scopes.money import Money, MoneyError
+from scopes.policy.guards import ApprovalLimitsModel, BreakerModel, RateLimitModel
 from scopes.policy.values import Path, parse_duration
 
 
@@ -229,3 +230,8 @@ class PolicyModel(_Strict):
     """Where a calendar day starts and ends for ``window = "day"`` budgets."""
     budgets: dict[BudgetId, BudgetModel] = Field(default_factory=dict[str, BudgetModel])
     rules: list[RuleModel] = Field(default_factory=list[CapRuleModel | BudgetRuleModel | RequireRuleModel])
+    rate_limits: list[RateLimitModel] = Field(default_factory=list[RateLimitModel])
+    """Calls per window per principal, client or tenant (:mod:`scopes.policy.guards`)."""
+    approvals: ApprovalLimitsModel = Field(default_factory=ApprovalLimitsModel)
+    breakers: list[BreakerModel] = Field(default_factory=list[BreakerModel])
+    """Circuit breakers: suspend an agent automatically when it passes a threshold (:mod:`scopes.policy.guards`)."""

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from scopes.money import Money
 from scopes.policy.conditions import AnyOf, Compare, Condition
 from scopes.policy.errors import PolicyError
+from scopes.policy.guards import Guards, compile_guards
 from scopes.policy.limits import COUNT, Budget, Limits, Window
 from scopes.policy.model import (
     BudgetModel,
@@ -52,6 +53,8 @@ class Policy:
     rules: tuple[Rule, ...]
     digest: str
     _by_tool: Mapping[str, tuple[Rule, ...]] = field(repr=False)
+    guards: Guards = field(default_factory=Guards)
+    """Rate limits, the open-approvals limit and circuit breakers (:mod:`scopes.policy.guards`)."""
 
     def rules_for(self, tool: str) -> tuple[Rule, ...]:
         return self._by_tool.get(tool, ())
@@ -159,6 +162,11 @@ class _Compiler:
                 rules.append(self.rule(at, model, budgets))
             except _Invalid:
                 continue
+        whole = self.model
+        guards, problems = compile_guards(
+            whole.rate_limits, whole.breakers, whole.approvals, frozenset(budgets), self.source
+        )
+        self.problems.extend(problems)
         if self.problems:
             raise PolicyError("\n".join(self.problems))
         ordered = tuple(sorted(rules, key=lambda rule: (_KIND_ORDER[type(rule)], rule.id)))
@@ -174,6 +182,7 @@ class _Compiler:
             rules=ordered,
             digest=digest,
             _by_tool={tool: tuple(rules) for tool, rules in by_tool.items()},
+            guards=guards,
         )
 
     def budget(self, name: str, model: BudgetModel) -> Budget:

@@ -13,7 +13,7 @@ twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -76,6 +76,10 @@ class ActionRunner(Protocol):
         ...
 
 
+RequesterCheck = Callable[[AsyncSession, Principal], Awaitable[str | None]]
+"""Why an approval's requester may not have its action run now (a suspension id), or None."""
+
+
 class ApprovalDesk:
     """Every approval operation; the tools, the CLI and the enforcer all come through here.
 
@@ -95,6 +99,8 @@ class ApprovalDesk:
         self.webhooks = webhooks
         self.runner = runner
         self.sensitive = sensitive
+        self.requester_check: RequesterCheck | None = None
+        """Set by ``open_mandate``: a suspended requester's action cannot be approved (:mod:`server.guards`)."""
 
     @property
     def ttl(self) -> timedelta:
@@ -225,6 +231,15 @@ class ApprovalDesk:
         approval = approval_for_approver(await store.get(session, approval_id), approval_id, approver)
         require_separation(approval, approver)
         _require_pending(approval, now)
+        if approve and self.requester_check is not None:
+            stopped = await self.requester_check(session, store.requester_principal(approval))
+            if stopped is not None:
+                raise ToolError(
+                    "requester_suspended",
+                    f"The agent that asked for approval {approval_id} is suspended ({stopped}), so its action cannot "
+                    "be approved; it stays pending. Reject it, or resume the agent first.",
+                    details={"suspension_id": stopped},
+                )
         status = ApprovalStatus.EXECUTED if approve else ApprovalStatus.REJECTED
         won = await store.claim_decision(
             session, approval_id, approver=approver, status=status, comment=comment, audit_id=audit_id, now=now

@@ -21,6 +21,7 @@ from server import idempotency, ledger
 from server.audit import chain
 from server.audit.models import AuditRecord
 from server.auth.principal import Principal
+from server.callpath import guard
 from server.callpath.admit import Admitted
 from server.callpath.answers import Refusal
 from server.callpath.core import AFTER_COMMIT, CallPathCore, new_audit_id
@@ -97,6 +98,7 @@ async def decide_and_act(
         gate = await core.gate(admitted, ctx, lock=True)
         decision = gate.decision
         decided.append(decision)
+        guard.note_decision(decision)
         if decision.effect != "allow":
             answer, kind = await refuse(core, session, gate, ctx, call, record)
             # A retry with the key follows the same approval; a concealed refusal is stored exactly like the

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
+from opentelemetry import trace
 
 from scopes.identity import identity_key
 from scopes.policy import load_policy
@@ -36,6 +37,8 @@ from server.toolkit import ToolContext
 
 if TYPE_CHECKING:
     from server.approvals.desk import ApprovalDesk
+    from server.guards.rails import Guardrails
+    from server.observability.metrics import Metrics
 
 logger = logging.getLogger("server.callpath")
 
@@ -100,6 +103,11 @@ class CallPathCore:
         self.approvals: ApprovalDesk | None = None
         """Where actions that need a human go (:mod:`server.approvals`); set by :func:`server.app.open_mandate`.
         Without it a decision of ``approval`` is refused (fail closed), never allowed."""
+        self.guards: Guardrails | None = None
+        """Suspensions, rate limits and circuit breakers (:mod:`server.guards`); set by ``open_mandate``."""
+        self.metrics: Metrics | None = None
+        self.tracer: trace.Tracer = trace.get_tracer("mandate")
+        """Where the call path's spans come from (:mod:`server.observability.tracing`)."""
 
     def sensitive(self, tool: str) -> frozenset[str]:
         """The argument fields of ``tool`` that records and lists show redacted."""

@@ -20,15 +20,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
-from opentelemetry import trace
 
+from scopes.policy.results import Decision
 from server import idempotency
+from server.audit import chain
 from server.auth.principal import Principal
-from server.callpath import approved, explain, keys
+from server.callpath import approved, explain, guard, keys
 from server.callpath.act_external import act_external
 from server.callpath.act_local import act_local
 from server.callpath.admit import Admitted, Rejected, admit
-from server.callpath.core import INTERNAL_ERROR, CallPathCore
+from server.callpath.core import INTERNAL_ERROR, CallPathCore, new_audit_id
 from server.callpath.decide import Explanation
 from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from server.approvals.models import Approval
 
 logger = logging.getLogger("server.callpath")
-tracer = trace.get_tracer("mandate")
 
 
 class Enforcer(CallPathCore):
@@ -51,6 +51,9 @@ class Enforcer(CallPathCore):
         call = Invocation(principal, info)
         visible = self.catalog.visible_to(principal.scopes)
         outcome = Outcome("allow", "listed", summary={"tools": len(visible)})
+        refusal = await guard.suspension_refusal(self, principal)
+        if refusal is not None:  # a suspended caller sees no tools; a failed check shows none either
+            outcome, visible = Outcome("deny", "refused", refusal.code, refusal.message, summary={"tools": 0}), []
         try:
             await self.record_alone(call, outcome, kind="list")
         except Exception:  # nothing is shown unrecorded, and no database text reaches the client
@@ -65,20 +68,36 @@ class Enforcer(CallPathCore):
     ) -> types.CallToolResult:
         started = time.perf_counter()
         raw = dict(arguments or {})
-        with tracer.start_as_current_span(f"tools/call {name}") as span:
+        decided: list[Decision] = []
+        token = guard.DECIDED.set(decided)
+        with self.tracer.start_as_current_span(f"tools/call {name}") as span:
             span.set_attribute("mcp.tool.name", name)
             span.set_attribute("mandate.principal.client_id", principal.client_id)
+            span.set_attribute("mandate.principal.subject", principal.subject)
+            if principal.tenant is not None:
+                span.set_attribute("mandate.principal.tenant", principal.tenant)
             try:
                 result, decision = await self._call(principal, name, raw, info, started)
             except Exception:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
                 logger.exception("a %s call could not be handled or recorded; it is refused", name)
                 result, decision = refusal_result(INTERNAL_ERROR), "error"
+            finally:
+                guard.DECIDED.reset(token)
             span.set_attribute("mandate.decision", decision)
+            await guard.after_call(
+                self, span, principal, name, result, decision, decided, time.perf_counter() - started
+            )
             return result
 
     async def _call(
         self, principal: Principal, name: str, raw: dict[str, Any], info: CallInfo, started: float
     ) -> tuple[types.CallToolResult, str]:
+        stopped = await guard.guard_refusal(self, principal, name)
+        if stopped is not None:
+            outcome = Outcome("deny", "refused", stopped.code, stopped.message, summary=dict(stopped.details or {}))
+            invocation = Invocation(principal, info, name, raw, self.sensitive(name), started)
+            audit_id = await self.record_alone(invocation, outcome)
+            return refusal_result(stopped.model_copy(update={"audit_id": audit_id})), "deny"
         admitted = admit(self.catalog, principal, name, raw)
         if isinstance(admitted, Rejected):
             refusal = admitted.refusal
@@ -121,13 +140,31 @@ class Enforcer(CallPathCore):
     # --- refusals at the transport ----------------------------------------------------------------------------
 
     async def record_refusal(
-        self, principal: Principal | None, info: CallInfo, tool: str | None, code: str, reason: str, kind: str
+        self,
+        principal: Principal | None,
+        info: CallInfo,
+        tool: str | None,
+        code: str,
+        reason: str,
+        kind: str,
+        summary: dict[str, Any] | None = None,
     ) -> str | None:
         """Record a request refused before it reached a tool (HTTP 401/403 at the transport); its audit id, or None
-        when the record could not be written (the request stays refused; the failure is logged)."""
-        outcome = Outcome("deny", "refused", code, reason)
+        when the record could not be written (the request stays refused; the failure is logged). ``summary``: what
+        an aggregated record adds (how many refusals it stands for)."""
+        outcome = Outcome("deny", "refused", code, reason, summary=dict(summary or {}))
         try:
             return await self.record_alone(Invocation(principal, info, tool), outcome, kind=kind)
         except Exception:
             logger.exception("a refused request could not be recorded")
             return None
+
+    async def record_guard(
+        self, session: AsyncSession, principal: Principal, reason: str, summary: dict[str, Any]
+    ) -> str:
+        """Append, in ``session``, the record of a guard acting on its own (a circuit breaker tripping)."""
+        audit_id = new_audit_id()
+        call = Invocation(principal, CallInfo(transport="guard"))
+        outcome = Outcome("deny", "breaker_tripped", "breaker_tripped", reason, summary=summary)
+        await chain.append(session, self.record(call, outcome, audit_id, self.clock(), "guard"))
+        return audit_id

@@ -46,6 +46,8 @@ async def refuse(
             reason_code="approvals_unavailable",
             reason=f"{decision.reason} This server takes no approvals, so the call is refused.",
         )
+    if decision.effect == "approval" and core.guards is not None:
+        decision = await core.guards.within_open_approvals(session, ctx.principal, decision)
     if decision.effect == "approval" and core.approvals is not None:
         outcome = decided_outcome("approval", "pending_approval", decision, {}, ctx.customer_id)
         pending = await core.approvals.request(

@@ -13,20 +13,17 @@ import sys
 from collections.abc import Sequence
 
 from scopes.catalog import CatalogError
-from server.cli import approvals, audit, effects, policy, remediate, scopes, serve, tokens
+from server.cli import approvals, audit, effects, policy, remediate, scopes, serve, suspensions, tokens
 from server.cli.common import Command, CommandError, settings_from
 from server.config import ConfigError, Settings
 from server.display import install_escaping
+from server.observability.logging import configure_logging
 
-COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate, effects)
+COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate, effects, suspensions)
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)  # text or JSON lines, secrets redacted either way
     install_escaping()  # agent-supplied text in a log line is escaped, never a line of its own (server.display)
     # aiosqlite logs every statement with its parameters at DEBUG: personal data has no place in logs.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))

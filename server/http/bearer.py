@@ -20,7 +20,8 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -32,8 +33,13 @@ from server.auth.jwt_verifier import TokenVerifier
 from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
+from server.guards.rate_limits import edge_checked
 from server.jsonrpc_input import PARSE_ERROR, Problem, check_message, strict_loads
+from server.observability.tracing import continued_from_headers
 from server.request_context import RequestOrigin, current_origin, current_principal
+
+if TYPE_CHECKING:
+    from server.guards.rails import Guardrails
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +106,15 @@ class BearerGuard:
         catalog: ToolCatalog,
         resource_metadata_url: str,
         record_refusal: RefusalRecorder,
+        guards: Guardrails | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.catalog = catalog
         self.resource_metadata_url = resource_metadata_url
         self.record_refusal = record_refusal
+        self.guards = guards
+        """Auth refusals are aggregated through it, and principal-wide rate limits answered here with HTTP 429."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,6 +133,7 @@ class BearerGuard:
             return
 
         body: bytes | None = None
+        edge_token: Token[bool] | None = None
         if scope.get("method") == "POST":
             body = await _read_body(receive)
             if body is None:
@@ -138,6 +148,10 @@ class BearerGuard:
                 tool_name, needed = denied
                 await self._forbidden(send, info, principal, tool_name, needed)
                 return
+            if self.guards is not None and _has_tool_call(body):
+                if not await self._within_rate(send, info, principal):
+                    return
+                edge_token = edge_checked.set(True)
 
         scope["user"] = AuthenticatedUser(_sdk_access_token(principal, token))
         tokens = (
@@ -146,8 +160,11 @@ class BearerGuard:
             auth_context_var.set(scope["user"]),
         )
         try:
-            await self.app(scope, _replay(body, receive) if body is not None else receive, send)
+            with continued_from_headers(scope.get("headers", [])):  # W3C traceparent: the agent's trace goes on
+                await self.app(scope, _replay(body, receive) if body is not None else receive, send)
         finally:
+            if edge_token is not None:
+                edge_checked.reset(edge_token)
             auth_context_var.reset(tokens[2])
             current_origin.reset(tokens[1])
             current_principal.reset(tokens[0])
@@ -173,13 +190,42 @@ class BearerGuard:
             logger.exception("could not record a malformed message (it was refused)")
         await _send_json(send, 400, problem.response(), [])
 
+    async def _within_rate(self, send: Send, info: CallInfo, principal: Principal) -> bool:
+        """Take the principal-wide rate limits for this request; False after answering 429 (or 503 when they
+        cannot be checked: fail closed)."""
+        assert self.guards is not None
+        try:
+            limited = await self.guards.rates.take(self.guards.rules, principal, None)
+        except Exception:
+            logger.exception("the rate limits could not be checked; the request is refused")
+            await _send_json(send, 503, {"error": "temporarily_unavailable"}, [(b"retry-after", b"1")])
+            return False
+        if limited is None:
+            return True
+        retry = str(limited.retry_after_seconds)
+        await self.guards.refusals.refused(info.client_address, "rate_limited", f"rate limit {limited.limit.id}")
+        body = {
+            "error": "rate_limited",
+            "error_description": limited.message,
+            "limit": limited.limit.id,
+            "retry_after_seconds": limited.retry_after_seconds,
+        }
+        await _send_json(send, 429, body, [(b"retry-after", retry.encode())])
+        return False
+
     async def _unauthorized(self, send: Send, info: CallInfo, error: str | None, description: str) -> None:
         params: dict[str, str] = {}
         if error:
             params["error"] = error
             params["error_description"] = description
         params["resource_metadata"] = self.resource_metadata_url
-        if error:
+        if error and self.guards is not None:
+            self.guards.metrics.auth_refusals.labels(error).inc()
+            try:  # aggregated: a flood of bad tokens writes one record per source and reason per interval
+                await self.guards.refusals.refused(info.client_address, error, description)
+            except Exception:
+                logger.exception("could not record a refused authentication")
+        elif error:
             try:
                 await self.record_refusal(None, info, None, error, description, "auth")
             except Exception:
@@ -205,6 +251,12 @@ class BearerGuard:
             return
         body = {"error": "insufficient_scope", "error_description": description, "scope": " ".join(needed)}
         await _send_json(send, 403, body, [(b"www-authenticate", _challenge(params))])
+
+
+def _has_tool_call(body: bytes) -> bool:
+    """Whether a JSON-RPC message (accepted by ``check_message``) calls a tool: those are what rate limits count."""
+    message = strict_loads(body)
+    return isinstance(message, dict) and message.get("method") == "tools/call"
 
 
 async def _read_body(receive: Receive) -> bytes | None:

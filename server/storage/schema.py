@@ -20,6 +20,7 @@ from sqlmodel import SQLModel
 
 import server.approvals.models
 import server.effects.models
+import server.guards.store
 import server.idempotency
 import server.webhooks  # noqa: F401 - these modules declare the server's own tables
 from server.audit.models import GENESIS_HASH
