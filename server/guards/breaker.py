@@ -45,8 +45,8 @@ class Trip:
 
 
 def target_of(breaker: Breaker, principal: Principal) -> Target:
-    if breaker.per == "client":
-        return Target("client", principal.client_id, principal.issuer)
+    if breaker.per == "client":  # as the counter: a client id names one client across the deployment's issuers
+        return Target("client", principal.client_id)
     return Target("principal", principal.key)
 
 
