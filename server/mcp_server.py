@@ -14,7 +14,8 @@ from typing import Any, Protocol, cast
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel.server import Server
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
 
 from server.auth.errors import InvalidToken
@@ -109,6 +110,20 @@ class ListingMemo:
         return {**_EMPTY_LISTING, "tools": list(entry[1])}
 
 
+class MandateServer(Server[Any]):
+    """The SDK server, advertising ``tools.listChanged``: a suspension changes a caller's tool list, and live
+    sessions are told (:mod:`server.guards.suspension`)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(tools_changed=True)
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+
 def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version: str) -> Server[Any]:
     listings = ListingMemo()
 
@@ -167,7 +182,7 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
         entry = catalog.get(name)
         return None if entry is None else entry.definition.input_schema
 
-    return Server(
+    return MandateServer(
         SERVER_NAME,
         version=version,
         instructions=INSTRUCTIONS,

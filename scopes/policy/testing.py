@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scopes.money import Money, MoneyError
 from scopes.policy.decision import DecisionRequest, decide, ledger_needs
 from scopes.policy.errors import PolicyError
+from scopes.policy.guard_testing import GuardCase, run_guard_case
 from scopes.policy.limits import COUNT
 from scopes.policy.lint import Vocabulary
 from scopes.policy.policy import Policy, load_policy
@@ -88,10 +89,17 @@ class SuiteModel(_Strict):
     now: datetime | None = None
     principals: dict[str, PrincipalSpec] = Field(default_factory=dict[str, PrincipalSpec])
     facts: dict[str, dict[str, Any]] = Field(default_factory=dict[str, dict[str, Any]])
-    cases: Annotated[list[Case], Field(min_length=1)]
+    cases: list[Case] = Field(default_factory=list[Case])
+    guard_cases: list[GuardCase] = Field(default_factory=list[GuardCase])
+    """Rate limits and circuit breakers (:mod:`scopes.policy.guard_testing`)."""
 
     @model_validator(mode="after")
     def _references(self) -> SuiteModel:
+        if not self.cases and not self.guard_cases:
+            raise ValueError("a suite needs at least one case ([[cases]] or [[guard_cases]])")
+        for guard_case in self.guard_cases:
+            if guard_case.principal not in self.principals:
+                raise ValueError(f"guard case {guard_case.name!r}: unknown principal {guard_case.principal!r}")
         for case in self.cases:
             if isinstance(case.principal, str) and case.principal not in self.principals:
                 raise ValueError(f"case {case.name!r}: unknown principal {case.principal!r}")
@@ -174,7 +182,11 @@ def run_suite(
         if path is None:
             raise PolicyError(f'{suite.path}: name the policy to test (policy = "../policy.toml")')
         policy = load_policy(path)
-    return [run_case(suite.model, case, policy, prepare, vocabulary) for case in suite.model.cases]
+    results = [run_case(suite.model, case, policy, prepare, vocabulary) for case in suite.model.cases]
+    for guard_case in suite.model.guard_cases:
+        caller = suite.model.principals[guard_case.principal].caller(guard_case.principal)
+        results.append(CaseResult(guard_case.name, run_guard_case(guard_case, policy.guards, caller)))
+    return results
 
 
 def run_case(

@@ -72,6 +72,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     policy = _load(path)
     warnings = lint(policy, vocabulary_of(load_tool_catalog(settings)))
     print(f"{path}: policy {policy.version}: {len(policy.rules)} rules, {len(policy.budgets)} budgets, valid")
+    guards = policy.guards
+    if guards.rate_limits or guards.breakers or guards.max_open_approvals is not None:
+        limit = guards.max_open_approvals
+        print(
+            f"guards: {len(guards.rate_limits)} rate limits, {len(guards.breakers)} circuit breakers, "
+            f"open approvals per requester: {limit if limit is not None else 'unlimited'}"
+        )
     for warning in warnings:
         print(f"warning: {warning}")
     return 1 if warnings and args.strict else 0

@@ -4,6 +4,8 @@ process); over HTTP it is a 429 with Retry-After (tests/ops/test_http_edge.py)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scopes.policy import PolicyError, parse_policy
@@ -164,3 +166,37 @@ def test_policy_check_warns_about_a_rate_limit_on_a_tool_the_server_does_not_pub
     policy = parse_policy(path.read_bytes(), str(path))
     warnings = lint(policy, vocabulary_of(load_tool_catalog(settings)))
     assert "rate limit 'refunds-per-minute': names tool 'refund_crate', which this server does not publish" in warnings
+
+
+async def test_policy_check_lists_the_guards_and_warns_about_shadow_breakers(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    from server.cli import main
+
+    extra = PER_TOOL + '[[breakers]]\nid = "storm"\non = "denials"\nthreshold = 5\nwindow = "1 hour"\n'
+    path = write_policy(settings.data_dir / "p", extra)
+    assert await anyio.to_thread.run_sync(main, ["policy", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "guards: 1 rate limits, 1 circuit breakers, open approvals per requester: unlimited" in out
+    assert "warning: breaker 'storm' is in shadow mode: it records and alerts but suspends no one" in out
+
+
+async def test_policy_test_runs_guard_cases_and_reports_a_wrong_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    from server.cli import main
+
+    suite = Path(__file__).parent / "data" / "guards-suite.toml"
+    assert await anyio.to_thread.run_sync(main, ["policy", "test", str(suite)]) == 0
+    assert "7 passed, 0 failed" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.toml"
+    text = suite.read_text().replace(
+        'calls = 4\nexpect = { limited_by = "refunds-per-minute" }', "calls = 4\nexpect = {}"
+    )
+    wrong.write_text(text.replace('policy = "guards-policy.toml"', f'policy = "{suite.parent / "guards-policy.toml"}"'))
+    assert await anyio.to_thread.run_sync(main, ["policy", "test", str(wrong)]) == 1
+    assert "expected no limit to refuse call 4, got refunds-per-minute" in capsys.readouterr().out
