@@ -194,12 +194,15 @@ class Suspensions:
         self.ttl = ttl
         self._rows: tuple[Suspension, ...] = ()
         self._loaded_at = float("-inf")
+        self._generation = 0
+        """Raised by every invalidation: a load that an invalidation overtook is not trusted as fresh."""
         self._lock = anyio.Lock()
         self._sessions: weakref.WeakKeyDictionary[Any, tuple[Principal, bool]] = weakref.WeakKeyDictionary()
         _CACHES.add(self)
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
+        self._generation += 1
 
     async def rows(self) -> tuple[Suspension, ...]:
         """The active suspensions, at most ``ttl`` old; raises when they cannot be read (callers fail closed)."""
@@ -207,10 +210,11 @@ class Suspensions:
             return self._rows
         async with self._lock:
             if time.monotonic() - self._loaded_at >= self.ttl:
-                started = time.monotonic()
+                started, generation = time.monotonic(), self._generation
                 async with self.db.session() as session:
                     self._rows = tuple(await active(session))
-                self._loaded_at = started
+                if generation == self._generation:  # no NOTIFY arrived while reading: fresh as of ``started``
+                    self._loaded_at = started
         return self._rows
 
     async def check(self, principal: Principal) -> Suspension | None:

@@ -15,8 +15,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
-
 _SECRET_PATTERNS = (
     re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # a JWS/JWT compact serialization
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
@@ -56,6 +54,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact_secrets(record.getMessage()),
         }
+        from opentelemetry import trace  # imported when the first JSON line is written: the CLI starts fast
+
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             entry["trace_id"] = format(context.trace_id, "032x")
