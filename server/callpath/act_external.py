@@ -27,6 +27,7 @@ from scopes.policy import Decision
 from server import idempotency
 from server.audit import chain
 from server.auth.principal import Principal
+from server.callpath import guard
 from server.callpath.act_local import Record, decide_and_act
 from server.callpath.admit import Admitted
 from server.callpath.core import CallPathCore, key_owner
@@ -55,6 +56,7 @@ async def act_external(
 
     async def effect(session: Any, ctx: ToolContext, decision: Decision, record: Record) -> types.CallToolResult:
         started.clear()
+        guard.note_decision(decision)
         intent, answer = await start(core, session, ctx, decision, record, admitted, call, claimed, provider)
         started.append(intent)
         return answer
@@ -128,7 +130,10 @@ async def carry_out(
     interval = core.effects.reconcile_interval_seconds
     try:
         with anyio.fail_after(core.effects.lease_seconds * 0.8):  # past the lease, a call may not be in flight
-            made = await external.call(plan, provider, effect_call)
+            with core.tracer.start_as_current_span(f"provider {intent.provider_name} {intent.tool}") as span:
+                span.set_attribute("mandate.effect.intent_id", intent.id)  # a child of the tools/call span
+                span.set_attribute("mandate.effect.provider", intent.provider_name)
+                made = await external.call(plan, provider, effect_call)
     except Exception as exc:  # noqa: BLE001 - a refusal is told apart below; anything else is in doubt
         refused = refusal_of(exc)
         if refused is None:

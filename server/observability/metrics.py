@@ -7,8 +7,8 @@ cheap aggregate queries whose answer is cached for ``cache_seconds``, so a scrap
 of queries per cache period. The time of the last checkpoint is the modification time of the newest signed
 checkpoint file in ``DATA_DIR/audit-checkpoints`` (where ``mandate audit checkpoint`` writes them).
 
-In-doubt external effects: :data:`IN_DOUBT_HOOKS` is where the effects module registers a query counting intents
-whose outcome is unknown; until one is registered the gauge is absent rather than a misleading zero.
+In-doubt external effects: intents of :mod:`server.effects` still ``started`` past their lease (the provider may or
+may not have acted; the reconciler is asking it), counted by :func:`in_doubt_effects`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,24 @@ from server.storage.database import Database
 logger = logging.getLogger(__name__)
 
 InDoubtQuery = Callable[[AsyncSession], Awaitable[int]]
-IN_DOUBT_HOOKS: list[InDoubtQuery] = []
-"""Queries counting external effects in doubt (their outcome at the provider unknown); summed into a gauge."""
+"""Counts external effects in doubt (their outcome at the provider unknown): :func:`in_doubt_effects`."""
+
+
+async def in_doubt_effects(session: AsyncSession) -> int:
+    """Intents still ``started`` past their lease: the provider may or may not have acted (docs/effects.md)."""
+    from datetime import UTC, datetime
+
+    from server.effects.models import STARTED, EffectIntent
+
+    table = EffectIntent.__table__  # type: ignore[attr-defined]
+    query = (
+        select(func.count())
+        .select_from(table)
+        .where(table.c.status == STARTED, table.c.lease_until < datetime.now(UTC))
+    )
+    connection = await session.connection()
+    return int((await connection.execute(query)).scalar_one())
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -85,8 +101,16 @@ class _DatabaseGauges(Collector):
 class Metrics:
     """The metrics of one process."""
 
-    def __init__(self, db: Database | None = None, *, data_dir: Path | None = None, cache_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: Database | None = None,
+        *,
+        data_dir: Path | None = None,
+        cache_seconds: float = 2.0,
+        in_doubt: InDoubtQuery | None = in_doubt_effects,
+    ) -> None:
         self.db = db
+        self.in_doubt = in_doubt
         self.data_dir = data_dir
         self.cache_seconds = cache_seconds
         self.registry = CollectorRegistry(auto_describe=True)
@@ -166,8 +190,8 @@ class Metrics:
             snap.suspensions = {kind: int(n) for kind, n in (await connection.execute(by_kind)).all()}
             head = (await connection.execute(text("SELECT seq FROM audit_head WHERE id = 1"))).scalar()
             snap.audit_records = int(head or 0)
-            if IN_DOUBT_HOOKS:
-                snap.in_doubt = sum([await hook(session) for hook in IN_DOUBT_HOOKS])
+            if self.in_doubt is not None:
+                snap.in_doubt = await self.in_doubt(session)
         return snap
 
     def _last_checkpoint(self) -> float | None:

@@ -73,6 +73,7 @@ async def test_metrics_are_scraped_over_http_and_parse_as_prometheus_text(tmp_pa
     length = _value(samples, "mandate_audit_log_length")
     assert length is not None and length >= 6
     assert _value(samples, "mandate_database_up") == 1.0
+    assert _value(samples, "mandate_effects_in_doubt") == 0.0
 
 
 async def test_metrics_need_a_credential_when_loopback_is_not_trusted(tmp_path: Path, database_url: str) -> None:
