@@ -262,7 +262,8 @@ def build_http_app(mandate: Mandate) -> Starlette:
     if settings.metrics.enabled:
         routes.append(metrics_route(mandate.metrics, settings.metrics, mandate.verifier))
     if settings.dev_issuer:
-        routes.extend(_dev_issuer_routes(settings))
+        routes.extend(_dev_issuer_routes(settings, sorted(mandate.catalog.scopes.scopes)))
+    routes.extend(_console_routes(mandate))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -285,26 +286,25 @@ async def _healthz(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _dev_issuer_routes(settings: Settings) -> list[Route]:
-    dev = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
-    jwks = dev.public_jwks()
-    metadata = {
-        "issuer": settings.dev_issuer_url,
-        "jwks_uri": f"{settings.dev_issuer_url}/jwks.json",
-        "token_endpoint_auth_methods_supported": ["none"],
-        "response_types_supported": [],
-        "grant_types_supported": [],
-        "mandate_development_only": True,
-    }
+def _dev_issuer_routes(settings: Settings, scopes: list[str]) -> list[Route]:
+    """DEVELOPMENT ONLY: the dev issuer's JWKS, and its authorization server (server/auth/dev_authorization.py)."""
+    from server.auth.dev_authorization import DevAuthorizationServer
+
+    authorization = DevAuthorizationServer.for_settings(settings)
+    jwks = authorization.issuer.public_jwks()
 
     async def jwks_endpoint(_request: Request) -> JSONResponse:
         return JSONResponse(jwks, headers={"Cache-Control": "public, max-age=60"})
 
-    async def metadata_endpoint(_request: Request) -> JSONResponse:
-        return JSONResponse(metadata)
+    return [Route("/dev-issuer/jwks.json", jwks_endpoint, methods=["GET"]), *authorization.routes(scopes)]
 
-    return [
-        Route("/dev-issuer/jwks.json", jwks_endpoint, methods=["GET"]),
-        Route("/.well-known/oauth-authorization-server/dev-issuer", metadata_endpoint, methods=["GET"]),
-        Route("/dev-issuer/.well-known/openid-configuration", metadata_endpoint, methods=["GET"]),
-    ]
+
+def _console_routes(mandate: Mandate) -> list[Route | Mount]:
+    """The web console and the approvals API (server/console/, docs/console.md)."""
+    from server.console.api import ApprovalsApi
+    from server.console.pages import Console
+
+    routes: list[Route | Mount] = [*ApprovalsApi(mandate).routes()]
+    if mandate.settings.console.enabled:
+        routes.extend(route for route in Console(mandate).routes() if isinstance(route, Route | Mount))
+    return routes
