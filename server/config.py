@@ -159,6 +159,24 @@ class GuardSettings(BaseModel):
     """Auth refusals after the first of a (source, error) are counted, and written as one record per interval."""
 
 
+class ConsoleSettings(BaseModel):
+    """The web console (docs/console.md): the OAuth client it logs people in with, and how long a session lasts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    issuer: str | None = None
+    """The authorization server people log in at (found by RFC 8414 / OIDC discovery). Default: the first
+    configured issuer, else the development issuer when it is on."""
+    client_id: str = "mandate-console"
+    client_secret: SecretStr | None = None
+    """Set for a confidential client (client_secret_basic at the token endpoint); unset: a public client (PKCE only)."""
+    scopes: list[str] = Field(default_factory=lambda: ["approvals:decide", "audit:read"])
+    """The scopes the console asks for; what a person may do is what their token grants."""
+    session_ttl_seconds: Annotated[int, Field(ge=300, le=7 * 86400)] = 8 * 3600
+    """A session ends at this age or when its access token expires, whichever comes first."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -192,6 +210,7 @@ class Settings(BaseModel):
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     effects: EffectsSettings = Field(default_factory=EffectsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
 
@@ -212,6 +231,19 @@ class Settings(BaseModel):
     @property
     def dev_issuer_url(self) -> str:
         return f"{self.base_url}/dev-issuer"
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.base_url}/console"
+
+    @property
+    def console_issuer(self) -> str | None:
+        """The issuer the console logs people in at (``console.issuer``, else the first trusted one)."""
+        if self.console.issuer:
+            return self.console.issuer
+        if self.issuers:
+            return self.issuers[0].issuer
+        return self.dev_issuer_url if self.dev_issuer else None
 
     @property
     def effective_database_url(self) -> str:
@@ -251,6 +283,9 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_EFFECTS_RECONCILE_INTERVAL_SECONDS": ("effects", "reconcile_interval_seconds"),
     "MANDATE_WEBHOOK_URL": ("webhook", "url"),
     "MANDATE_WEBHOOK_SECRET": ("webhook", "secret"),
+    "MANDATE_CONSOLE_ISSUER": ("console", "issuer"),
+    "MANDATE_CONSOLE_CLIENT_ID": ("console", "client_id"),
+    "MANDATE_CONSOLE_CLIENT_SECRET": ("console", "client_secret"),
     "MANDATE_METRICS_TOKEN": ("metrics", "token"),
     "MANDATE_OTLP_ENDPOINT": ("tracing", "otlp_endpoint"),
 }

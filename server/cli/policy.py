@@ -210,6 +210,10 @@ def _report(tool: str, client_id: str, policy: Policy, explanation: Explanation)
     return report
 
 
+explanation_report = _report
+"""The report ``mandate explain --json`` prints; the web console's policy page shows the same."""
+
+
 def _print(report: dict[str, Any]) -> None:
     rows = [
         ("tool", report["tool"]),

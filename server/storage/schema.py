@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 import server.approvals.models
+import server.console.sessions
 import server.effects.models
 import server.guards.store
 import server.idempotency
