@@ -4,5 +4,5 @@ docs/console.md. Pages (:mod:`server.console.pages`) for the approvals queue, th
 policy; login by OAuth 2.1 authorization code with PKCE (:mod:`server.console.login`) against the configured
 issuer; sessions kept server-side (:mod:`server.console.sessions`); the JSON API the CLI's ``--url`` uses
 (:mod:`server.console.api`). Every decision goes through the same tools/call path as MCP and the CLI
-(:class:`server.enforcement.Enforcer`), so the same checks and the same audit record apply.
+(:class:`server.callpath.enforcer.Enforcer`), so the same checks and the same audit record apply.
 """

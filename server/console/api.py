@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from server.auth.errors import InvalidToken
 from server.auth.principal import Principal
+from server.callpath.record import CallInfo
 from server.http.metadata import metadata_url
-from server.invocation import CallInfo
 
 if TYPE_CHECKING:
     from server.app import Mandate

@@ -2,9 +2,9 @@
 (a missing or wrong CSRF token), suspending an agent. Tool calls made from the console (deciding an approval,
 searching the audit trail) are recorded by the call path itself, with transport ``console``.
 
-The same record as every other invocation (:func:`server.invocation.build_record`, appended to the hash chain by
-:func:`server.audit.chain.append`), with kind ``console``, the person's verified identity when there is one, and
-the action as ``outcome``. Never a token, a code or a cookie: the arguments recorded are the ones given here.
+The same record as every other invocation, written by the call path's own recorder
+(:meth:`server.callpath.core.CallPathCore.record_alone`), with kind ``console``, the person's verified identity
+when there is one, and the action as ``outcome``. Never a token, a code or a cookie: only the details given here.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from server.audit import chain
 from server.auth.principal import Principal
-from server.enforcement import new_audit_id
-from server.invocation import CallInfo, Invocation, Outcome, build_record
+from server.callpath.record import CallInfo, Invocation, Outcome
 
 if TYPE_CHECKING:
     from server.app import Mandate
@@ -35,15 +33,6 @@ async def record(
     reason: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write one ``console`` record in a transaction of its own; its id."""
-    audit_id = new_audit_id()
+    """Write one ``console`` record in a transaction of its own (the call path's own recorder); its id."""
     outcome = Outcome("allow" if allowed else "deny", action, code, reason, summary=dict(details or {}))
-    entry = build_record(
-        mandate.enforcer.instance, Invocation(principal, info), outcome, audit_id, mandate.enforcer.clock(), kind=KIND
-    )
-
-    async def work(session: Any) -> None:
-        await chain.append(session, entry)
-
-    await mandate.db.run_in_transaction(work)
-    return audit_id
+    return await mandate.enforcer.record_alone(Invocation(principal, info), outcome, kind=KIND)

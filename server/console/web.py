@@ -22,9 +22,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.auth.errors import InvalidToken
 from server.auth.principal import Principal
+from server.callpath.record import CallInfo
 from server.console import events, sessions
 from server.console.sessions import ConsoleSession
-from server.invocation import CallInfo
 
 if TYPE_CHECKING:
     from server.app import Mandate
