@@ -171,7 +171,13 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
         providers=providers,
     )
     webhooks = Webhooks(settings.webhook)
-    approvals = ApprovalDesk(settings.approvals, webhooks, runner=enforcer, sensitive=enforcer.sensitive)
+    approvals = ApprovalDesk(
+        settings.approvals,
+        webhooks,
+        runner=enforcer,
+        sensitive=enforcer.sensitive,
+        console_url=settings.console_url if settings.console.enabled else None,
+    )
     enforcer.approvals = approvals
     metrics = Metrics(db, data_dir=settings.data_dir, cache_seconds=settings.metrics.cache_seconds)
     tracing = configure_tracing(
@@ -226,7 +232,8 @@ def open_providers(settings: Settings) -> dict[str, Any]:
 
 
 def build_server(mandate: Mandate, credentials: CredentialSource) -> Server[Any]:
-    return build_mcp_server(mandate.enforcer, credentials, package_version())
+    console = mandate.settings.console_url if mandate.settings.console.enabled else None
+    return build_mcp_server(mandate.enforcer, credentials, package_version(), console_url=console)
 
 
 def build_http_app(mandate: Mandate) -> Starlette:

@@ -124,7 +124,11 @@ class MandateServer(Server[Any]):
         return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
-def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version: str) -> Server[Any]:
+def build_mcp_server(
+    enforcer: Enforcer, credentials: CredentialSource, version: str, *, console_url: str | None = None
+) -> Server[Any]:
+    """``console_url``: offer clients that can take it a URL elicitation to the approval's console page
+    (:mod:`server.console.elicitation`)."""
     listings = ListingMemo()
 
     async def on_list_tools(
@@ -169,8 +173,20 @@ def build_mcp_server(enforcer: Enforcer, credentials: CredentialSource, version:
             raise MCPError(code=types.INVALID_PARAMS, message=message)
         if enforcer.guards is not None:
             await enforcer.guards.suspensions.watch_now(_connection(ctx), principal)
+        info = _call_info(ctx)
         with continued_from_meta(params.meta):  # the client's trace context in _meta, when no traceparent header
-            return await enforcer.call_tool(principal, params.name, params.arguments, _call_info(ctx))
+            if console_url is not None:
+                from server.console import elicitation
+
+                retried = await elicitation.answer_retry(enforcer, principal, params, info)
+                if retried is not None:
+                    return retried
+            result = await enforcer.call_tool(principal, params.name, params.arguments, info)
+        if console_url is not None:
+            offered = elicitation.offer(ctx, params, result, console_url)
+            if offered is not None:
+                return offered
+        return result
 
     catalog = enforcer.catalog
 

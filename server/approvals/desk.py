@@ -94,8 +94,11 @@ class ApprovalDesk:
         webhooks: Webhooks,
         runner: ActionRunner,
         sensitive: Callable[[str], frozenset[str]],
+        console_url: str | None = None,
     ) -> None:
         self.settings = settings
+        self.console_url = console_url
+        """The web console's base URL (``…/console``): webhooks link to the approval's page there."""
         self.webhooks = webhooks
         self.runner = runner
         self.sensitive = sensitive
@@ -114,7 +117,7 @@ class ApprovalDesk:
         """The pending approval for a request the decision sent to a human (an open identical one, or a new one)."""
         approval, created = await store.open_request(session, requester, request, now, self.ttl)
         if created:
-            await self.webhooks.enqueue(session, "approval.created", webhook_data(approval), now)
+            await self.webhooks.enqueue(session, "approval.created", webhook_data(approval, self.console_url), now)
         return approval
 
     async def request(self, session: AsyncSession, pending: PendingAction) -> PendingApproval:
@@ -262,7 +265,7 @@ class ApprovalDesk:
                 now=now,
             )
             approval = await _reload(session, approval_id)
-        await self.webhooks.enqueue(session, "approval.decided", webhook_data(approval), now)
+        await self.webhooks.enqueue(session, "approval.decided", webhook_data(approval, self.console_url), now)
         return detail_of(approval, now)
 
     # --- upkeep -----------------------------------------------------------------------------------------------
@@ -274,7 +277,7 @@ class ApprovalDesk:
             expired = await store.expire_due(session, now)
             for approval_id in expired:
                 approval = await _reload(session, approval_id)
-                await self.webhooks.enqueue(session, "approval.expired", webhook_data(approval), now)
+                await self.webhooks.enqueue(session, "approval.expired", webhook_data(approval, self.console_url), now)
             return expired
 
         return await db.run_in_transaction(work)

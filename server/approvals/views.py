@@ -181,9 +181,18 @@ def state_of(approval: Approval, now: datetime) -> ApprovalState:
     )
 
 
-def webhook_data(approval: Approval) -> dict[str, Any]:
-    """What a webhook tells: the summary (arguments redacted), the decision, and how the action ended."""
+def console_link(console_url: str | None, approval_id: str) -> str | None:
+    """Where a person decides the approval in the web console (docs/console.md), when the console is served."""
+    return f"{console_url.rstrip('/')}/approvals/{approval_id}" if console_url else None
+
+
+def webhook_data(approval: Approval, console_url: str | None = None) -> dict[str, Any]:
+    """What a webhook tells: the summary (arguments redacted), the decision, how the action ended, and the console
+    page of the approval (``console_url``) when the console is on."""
     data = summary_of(approval).model_dump(mode="json")
+    link = console_link(console_url, approval.id)
+    if link is not None:
+        data["console_url"] = link
     detail = detail_of(approval)
     if detail.decided is not None:  # the comment is free text, kept out as the audit trail keeps it out
         data["decided"] = detail.decided.model_dump(mode="json", exclude={"comment"})

@@ -5,6 +5,10 @@ or ``--token-file``) is verified exactly as over HTTP, and each command is a cal
 ``approval_get`` or ``approval_decide`` tool, with the same checks (scope, approver claim, separation of duties)
 and the same audit record (transport ``cli``). Identity comes from the verified token, never from a flag.
 
+With ``--url URL`` (or ``MANDATE_URL``) the command needs no database credentials: it calls the server's approvals
+API (:mod:`server.console.api`) with the token as a bearer credential, and the server applies the same checks and
+writes the same audit record (transport ``api``).
+
 Exit status: 0 done, 1 refused (the message says why), 2 a usage, configuration, credential or database error.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -19,6 +24,8 @@ import anyio
 
 from server.cli.common import TOKEN_VARIABLE, CommandError, add_server_options, read_access_token
 from server.config import Settings
+
+URL_VARIABLE = "MANDATE_URL"
 
 
 async def _call(settings: Settings, token: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -43,6 +50,35 @@ async def _call(settings: Settings, token: str, tool: str, arguments: dict[str, 
     finally:
         await mandate.aclose()
     return bool(result.is_error), dict(result.structured_content or {})
+
+
+async def _call_api(base_url: str, token: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """The same call through the server's approvals API (``--url``): no database, the token as a bearer credential."""
+    import httpx2
+
+    base = base_url.rstrip("/").removesuffix("/mcp")
+    approval = str(arguments.get("approval_id", ""))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "mandate-cli"}
+    try:
+        async with httpx2.AsyncClient(timeout=30, follow_redirects=False, headers=headers) as http:
+            if tool == "approvals_list":
+                response = await http.get(f"{base}/api/approvals", params=arguments)
+            elif tool == "approval_get":
+                response = await http.get(f"{base}/api/approvals/{approval}")
+            else:
+                body = {k: v for k, v in arguments.items() if k != "approval_id"}
+                response = await http.post(f"{base}/api/approvals/{approval}/decision", json=body)
+    except httpx2.HTTPError as exc:
+        raise CommandError(f"cannot reach the server at {base}: {type(exc).__name__}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise CommandError(f"{base} answered HTTP {response.status_code} without a JSON object (is it Mandate?)")
+    if response.status_code == 401:
+        raise CommandError(f"the access token was refused: {answer.get('error_description') or 'invalid token'}")
+    return response.status_code >= 400, answer
 
 
 def _print_table(items: list[dict[str, Any]]) -> None:
@@ -93,12 +129,22 @@ def _print_detail(body: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings, tool: str, arguments: dict[str, Any]) -> int:
+    url = args.url or os.environ.get(URL_VARIABLE, "").strip()
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise CommandError(f"--url must be the server's http:// or https:// address, not {url!r}")
+        refused, body = anyio.run(_call_api, url, read_access_token(args), tool, arguments)
+        return _show(args, tool, refused, body)
     if not settings.issuers and not settings.dev_issuer:
         raise CommandError(
             "no trusted issuer is configured to verify the approver's token: set [[issuers]] in MANDATE_CONFIG, "
             "or use --dev-issuer (MANDATE_DEV_ISSUER=1) with development tokens"
         )
     refused, body = anyio.run(_call, settings, read_access_token(args), tool, arguments)
+    return _show(args, tool, refused, body)
+
+
+def _show(args: argparse.Namespace, tool: str, refused: bool, body: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
     elif refused:
@@ -140,6 +186,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token-file", dest="token_file", help=f"read the access token from a file ({TOKEN_VARIABLE})")
     parser.add_argument("--json", action="store_true", help="print the structured answer as JSON")
+    parser.add_argument(
+        "--url",
+        help=f"decide through this server's API (e.g. http://127.0.0.1:8000) instead of the database ({URL_VARIABLE})",
+    )
 
 
 def register(sub: Any) -> None:
