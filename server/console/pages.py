@@ -402,8 +402,6 @@ class Console:
             "record.html",
             signed,
             view=view,
-            arguments=json.dumps(view.arguments, indent=2, ensure_ascii=False, sort_keys=True),
-            summary=json.dumps(view.summary, indent=2, ensure_ascii=False, sort_keys=True),
         )
 
     # --- agents -----------------------------------------------------------------------------------------------------

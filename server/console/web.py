@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -25,6 +26,7 @@ from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.console import events, sessions
 from server.console.sessions import ConsoleSession
+from server.display import escape_text, json_text
 
 if TYPE_CHECKING:
     from server.app import Mandate
@@ -38,13 +40,29 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+def _shown(value: Any) -> Any:
+    """Every ``{{ }}`` value passes here before HTML escaping: agent-supplied text gets its controls and bidi marks
+    escaped (:func:`server.display.escape_text`, docs/decisions.md "Agent-supplied text is stored exactly and
+    shown escaped"); markup the templates built themselves (``| json``) is left as it is."""
+    if isinstance(value, Markup) or value is None or isinstance(value, bool | int | float):
+        return value
+    return escape_text(value)
+
+
+def _json(value: Any) -> Markup:
+    """Indented JSON for people (:func:`server.display.json_text`), HTML-escaped."""
+    return Markup(escape(json_text(value, indent=2, sort_keys=True)))  # noqa: S704 - escaped just before
+
+
 templates = Environment(
     loader=PackageLoader("server.console", "templates"),
     autoescape=select_autoescape(default=True),
     auto_reload=False,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_shown,
 )
+templates.filters["json"] = _json
 
 
 @dataclass(slots=True)

@@ -141,3 +141,16 @@ async def test_signing_out_ends_the_session_on_the_server(browser: Browser, live
     again = await browser.get("/console/approvals")
     assert again.status_code == 303
     assert [r.outcome for r in await _records(live) if r.kind == "console"] == ["signed_in", "signed_out"]
+
+
+async def test_agent_text_is_shown_with_its_control_and_bidi_characters_escaped(
+    browser: Browser, live: LiveServer
+) -> None:
+    reason = "broken\u202egnp.exe\x1b[2J"
+    arguments = {"order_id": "ord_5002", "amount": "150.00", "currency": "EUR", "reason": reason}
+    approval_id = await request_refund(live.harness, arguments)
+    await browser.log_in()
+    page = await browser.get(f"/console/approvals/{approval_id}")
+    assert page.status_code == 200
+    assert "\u202e" not in page.text and "\x1b" not in page.text
+    assert "broken\\u202egnp.exe\\u001b[2J" in page.text
