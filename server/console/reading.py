@@ -110,6 +110,10 @@ async def head(session: AsyncSession) -> int:
 # --- agents ---------------------------------------------------------------------------------------------------------
 
 
+PEOPLE_TRANSPORTS = ("console", "api")
+"""Calls people made through the console and the approvals API: not an agent's activity."""
+
+
 @dataclass(slots=True)
 class AgentActivity:
     client_id: str
@@ -124,10 +128,13 @@ class AgentActivity:
 
 
 async def agents(session: AsyncSession, principal: Principal, now: datetime, hours: int = 24) -> list[AgentActivity]:
-    """Per client: tool calls in the last ``hours``, denials, waits for approval, and the budgets spent today."""
+    """Per client: tool calls in the last ``hours``, denials, waits for approval, and the budgets spent today (calls
+    people made in the console or through the approvals API are left out)."""
     since = now - timedelta(hours=hours)
     c = RECORDS.c
-    query = select(RECORDS).where(c.at >= since, c.kind == "call", c.client_id.is_not(None))
+    query = select(RECORDS).where(
+        c.at >= since, c.kind == "call", c.client_id.is_not(None), c.transport.not_in(PEOPLE_TRANSPORTS)
+    )
     if principal.tenant is not None:
         query = query.where(c.tenant == principal.tenant)
     connection = await session.connection()
@@ -149,7 +156,7 @@ async def agents(session: AsyncSession, principal: Principal, now: datetime, hou
         if len(activity.recent) < 5:
             activity.recent.append(row)
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    buckets = await connection.execute(select(BUCKETS).where(BUCKETS.c.updated_at >= today))
+    buckets = await connection.execute(select(BUCKETS).where(BUCKETS.c.updated_at >= today, BUCKETS.c.spent > 0))
     for bucket in buckets:
         data = dict(bucket._mapping)
         holder = str(data["holder"])

@@ -40,6 +40,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+
 def _shown(value: Any) -> Any:
     """Every ``{{ }}`` value passes here before HTML escaping: agent-supplied text gets its controls and bidi marks
     escaped (:func:`server.display.escape_text`, docs/decisions.md "Agent-supplied text is stored exactly and
