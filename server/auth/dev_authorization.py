@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from scopes.catalog import DEFAULT_AGENTS, DEFAULT_CATALOG, AgentBook, load_agents, load_catalog
+from scopes.catalog import DEFAULT_AGENTS, DEFAULT_CATALOG, AgentBook, CatalogError, load_agents, load_catalog
 from server.auth.dev_issuer import DevIssuer
 from server.config import Settings
 
@@ -120,7 +120,12 @@ class DevAuthorizationServer:
     def for_settings(cls, settings: Settings) -> DevAuthorizationServer:
         issuer = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
         catalog = load_catalog(settings.catalog_path or DEFAULT_CATALOG)
-        return cls(settings, issuer, load_agents(settings.agents_path or DEFAULT_AGENTS, catalog))
+        try:
+            agents = load_agents(settings.agents_path or DEFAULT_AGENTS, catalog)
+        except CatalogError as exc:  # e.g. a scope catalog of its own without a matching agents file
+            logger.info("development issuer: no identities to offer on the sign-in page: %s", exc)
+            agents = AgentBook(agents={})
+        return cls(settings, issuer, agents)
 
     # --- metadata -------------------------------------------------------------------------------------------------
 

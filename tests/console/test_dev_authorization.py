@@ -3,6 +3,7 @@ endpoint, dynamic client registration, and a real MCP client (the SDK's OAuth cl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +14,8 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from server.auth.dev_authorization import s256
+from server.auth.dev_authorization import DevAuthorizationServer, s256
+from server.config import Settings
 from tests.live import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +215,10 @@ async def test_an_mcp_client_registers_logs_in_and_calls_tools_with_nothing_past
         tools = await client.list_tools()
     assert {"customer_lookup", "order_get"} <= {tool.name for tool in tools.tools}
     assert storage.client is not None and storage.client.client_id.startswith("dev-")
+
+
+def test_a_scope_catalog_without_matching_agents_leaves_the_page_with_no_identities(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('[scopes."things:read"]\ndescription = "read things"\n')
+    settings = Settings(data_dir=tmp_path / "data", dev_issuer=True, catalog_path=catalog)
+    assert DevAuthorizationServer.for_settings(settings).agents.agents == {}
