@@ -175,6 +175,51 @@ class ConsoleSettings(BaseModel):
     """The scopes the console asks for; what a person may do is what their token grants."""
     session_ttl_seconds: Annotated[int, Field(ge=300, le=7 * 86400)] = 8 * 3600
     """A session ends at this age or when its access token expires, whichever comes first."""
+class PaymentsSettings(BaseModel):
+    """The payments provider that external refunds go through (docs/effects.md, "Payments provider").
+
+    ``provider`` unset means no provider: refunds are rows in the embedded demo store only. The API key is a
+    :class:`SecretStr`: its ``repr()``, :meth:`Settings.describe` and every error show ``**********``, never the key.
+    Use a restricted key (``rk_live_...``) allowed to write refunds and read payment intents, nothing else.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["stripe"] | None = None
+    api_key: SecretStr | None = None
+    api_base: str | None = None
+    """Where the Stripe API is (default https://api.stripe.com); ``http://127.0.0.1:PORT`` for localstripe."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """The whole of one provider call, connection to last byte; past it the call is in doubt, never retried here."""
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("the API base must be an http:// or https:// origin, e.g. https://api.stripe.com")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("a plain http:// API base is only accepted on loopback (localstripe); use https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _keyed(self) -> PaymentsSettings:
+        if self.provider is not None and not (self.api_key and self.api_key.get_secret_value()):
+            raise ValueError(
+                f"payments provider {self.provider!r} needs an API key (payments.api_key or MANDATE_STRIPE_API_KEY)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+    def describe(self) -> str:
+        if self.provider is None:
+            return "payments: none (embedded store only)"
+        return f"payments: {self.provider} at {self.api_base or 'https://api.stripe.com'} (key set, hidden)"
 
 
 class Settings(BaseModel):
@@ -211,6 +256,7 @@ class Settings(BaseModel):
     effects: EffectsSettings = Field(default_factory=EffectsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
 
@@ -256,7 +302,10 @@ class Settings(BaseModel):
         issuers = [i.issuer for i in self.issuers] + (
             [f"{self.dev_issuer_url} (development)"] if self.dev_issuer else []
         )
-        return f"database {url}; audience {self.audience}; trusted issuers: {', '.join(issuers) or 'none'}"
+        return (
+            f"database {url}; audience {self.audience}; trusted issuers: {', '.join(issuers) or 'none'}; "
+            f"{self.payments.describe()}"
+        )
 
 
 _ENV: Mapping[str, str] = {
@@ -288,6 +337,9 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_CONSOLE_CLIENT_SECRET": ("console", "client_secret"),
     "MANDATE_METRICS_TOKEN": ("metrics", "token"),
     "MANDATE_OTLP_ENDPOINT": ("tracing", "otlp_endpoint"),
+    "MANDATE_PAYMENTS_PROVIDER": ("payments", "provider"),
+    "MANDATE_STRIPE_API_BASE": ("payments", "api_base"),
+    "MANDATE_PAYMENTS_TIMEOUT_SECONDS": ("payments", "timeout_seconds"),
 }
 
 
@@ -316,6 +368,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
             section = data.setdefault(table, {})
             if isinstance(section, dict):
                 section[key] = env[variable]
+    if env.get("MANDATE_STRIPE_API_KEY"):
+        # The key alone names the provider: MANDATE_STRIPE_API_KEY=rk_live_... is all a deployment needs to set.
+        section = data.setdefault("payments", {})
+        if isinstance(section, dict):
+            section["api_key"] = env["MANDATE_STRIPE_API_KEY"]
+            section.setdefault("provider", "stripe")
     if env.get("MANDATE_ISSUER"):
         data["issuers"] = [
             {

@@ -33,6 +33,8 @@ from tools.store.seed import seed_demo_store
 
 POSTGRES_URL = os.environ.get("MANDATE_TEST_DATABASE_URL", "")
 
+pytest_plugins = ["tests.providers.fixtures"]  # localstripe and payments-provider fixtures (see that module)
+
 AGENT_SCOPES: dict[str, tuple[str, ...]] = {
     "support": ("customers:read", "orders:read"),
     "refunds": ("customers:read", "orders:read", "refunds:create"),

@@ -27,6 +27,8 @@ def _configure_logging(settings: Settings) -> None:
     install_escaping()  # agent-supplied text in a log line is escaped, never a line of its own (server.display)
     # aiosqlite logs every statement with its parameters at DEBUG: personal data has no place in logs.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
+    # The Stripe SDK logs request parameters and whole response bodies (customers' names, emails) at DEBUG.
+    logging.getLogger("stripe").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def build_parser() -> argparse.ArgumentParser:
