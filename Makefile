@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench clean
+.PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -19,6 +19,11 @@ setup: $(if $(findstring .tools,$(UV)),$(CURDIR)/.tools/bin/uv)
 ## Set up, seed the demo store (SQLite under ./data) and serve MCP on http://127.0.0.1:8000/mcp with the dev issuer.
 run: setup
 	$(UV) run mandate dev
+
+## The same, with refunds' payments at a local fake Stripe: starts localstripe on 127.0.0.1:8420, links the demo
+## orders to payment intents there and configures the payments provider (README, "Payments provider").
+run-stripe: setup
+	$(UV) run mandate dev --localstripe
 
 ## Set up and run every check: lint, format, strict types, the test suite (SQLite), the default policy's test suite.
 test: setup lint typecheck unit test-browser policy-test

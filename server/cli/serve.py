@@ -8,31 +8,19 @@ import logging
 import os
 import shutil
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
 from server.cli.common import CommandError, add_server_options
+from server.cli.seeding import Seeded
+from server.cli.seeding import seed as seed_store
 from server.config import Settings
 from server.display import install_escaping
 
 
-async def _seed(settings: Settings) -> bool:
-    from server.app import open_database
-    from tools.store.seed import seed_demo_store
-
-    db, _catalog = await open_database(settings)
-    try:
-        now = datetime.now(UTC)
-        return await db.run_in_transaction(lambda session: seed_demo_store(session, now))
-    finally:
-        await db.dispose()
-
-
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    added = anyio.run(_seed, settings)
-    print("seeded the demo store" if added else "the store already has data; nothing seeded")
+    print(anyio.run(seed_store, settings).describe())
     return 0
 
 
@@ -105,14 +93,26 @@ def _uv_run() -> str:
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"dev_issuer": True})
-    added = anyio.run(_seed, settings)
+    if getattr(args, "localstripe", False):
+        from server.cli.dev_localstripe import run_with_localstripe
+
+        return run_with_localstripe(args, settings, _serve_dev)
+    return _serve_dev(settings, [])
+
+
+def _serve_dev(settings: Settings, extra_lines: list[str]) -> int:
+    seeded: Seeded = anyio.run(seed_store, settings)
     env_prefix = "" if "MANDATE_DATA_DIR" not in os.environ else f"MANDATE_DATA_DIR={settings.data_dir} "
+    store = "seeded demo data" if seeded.added else "existing data"
+    if seeded.linked:
+        store += f", {seeded.linked} order(s) newly linked to payments"
     print(
         "\n".join(
             [
                 "Mandate development server (local dev issuer: DEVELOPMENT ONLY, never in production)",
-                f"  store:    {'seeded demo data' if added else 'existing data'} in {settings.describe()}",
+                f"  store:    {store} in {settings.describe()}",
                 f"  endpoint: {settings.audience}",
+                *extra_lines,
                 "",
                 "Get a token for a development agent (support, refunds, senior, supervisor, compliance):",
                 f"  {env_prefix}{_uv_run()} mandate token mint --agent refunds",
@@ -141,6 +141,14 @@ def register(sub: Any) -> None:
 
     dev = sub.add_parser("dev", help="seed the demo store and serve it with the local development issuer")
     add_server_options(dev)
+    dev.add_argument(
+        "--localstripe",
+        action="store_true",
+        help="also run localstripe (a fake Stripe server) and link the demo orders to payments there",
+    )
+    dev.add_argument(
+        "--localstripe-port", type=int, default=8420, help="localstripe's port on 127.0.0.1 (default 8420; 0: any)"
+    )
     dev.set_defaults(handler=cmd_dev)
 
     seed = sub.add_parser("seed", help="create the schema and seed the demo store (idempotent)")

@@ -2,6 +2,11 @@
 
 Seeding is idempotent: a store that already has customers is left as it is. Order times are relative to the seeding
 time, so "placed within N hours" conditions have something to act on.
+
+With a payments provider configured, ``mandate seed`` also links every order to a paid payment at the provider
+(:func:`orders_to_link`, then :func:`link_order_payment` once the provider made it), so refunds can go through the
+provider's API. Linking is its own step, outside the seeding transaction: a provider call never runs inside a
+database transaction, and an order already linked is never linked again.
 """
 
 from __future__ import annotations
@@ -9,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
-from sqlmodel import select
+from sqlalchemy import func, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from scopes.money import Money
 from tools.store.models import Customer, Order, OrderLine, OrderStatus
 
 
@@ -146,3 +152,43 @@ async def seed_demo_store(session: AsyncSession, now: datetime) -> bool:
             )
     await session.flush()
     return True
+
+
+@dataclass(frozen=True)
+class OrderToLink:
+    """A demo order that has no payment at the provider yet, with what a payment for it needs."""
+
+    order_id: str
+    tenant: str
+    amount: Money
+    customer_name: str
+    customer_email: str
+
+
+async def orders_to_link(session: AsyncSession) -> list[OrderToLink]:
+    """Every order without a ``payment_ref`` that was paid for (not cancelled), oldest first."""
+    query = (
+        select(Order, Customer)
+        .join(Customer, col(Customer.id) == col(Order.customer_id))
+        .where(col(Order.payment_ref).is_(None), col(Order.status) != OrderStatus.CANCELLED)
+        .order_by(col(Order.placed_at), col(Order.id))
+    )
+    return [
+        OrderToLink(
+            order_id=order.id,
+            tenant=order.tenant,
+            amount=Money.from_minor(order.total_minor, order.currency),
+            customer_name=customer.name,
+            customer_email=customer.email,
+        )
+        for order, customer in (await session.exec(query)).all()
+    ]
+
+
+async def link_order_payment(session: AsyncSession, order_id: str, payment_ref: str) -> bool:
+    """Record the order's payment unless another seeding linked it first; return whether this one did."""
+    statement = (
+        update(Order).where(col(Order.id) == order_id, col(Order.payment_ref).is_(None)).values(payment_ref=payment_ref)
+    )
+    connection = await session.connection()
+    return (await connection.execute(statement)).rowcount == 1
