@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from scopes.catalog import CatalogError
-from server.cli import approvals, audit, effects, policy, remediate, scopes, serve, suspensions, tokens
+from server.cli import approvals, audit, effects, policy, reconcile, remediate, scopes, serve, suspensions, tokens
 from server.cli.common import Command, CommandError, settings_from
 from server.config import ConfigError, Settings
 from server.display import install_escaping
 from server.observability.logging import configure_logging
 
-COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate, effects, suspensions)
+COMMAND_GROUPS = (serve, tokens, scopes, audit, approvals, policy, remediate, effects, suspensions, reconcile)
 
 
 def _configure_logging(settings: Settings) -> None:
