@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import stripe
 
 from scopes.money import Money
 from server.config import ConfigError, load_settings
@@ -89,8 +90,9 @@ async def test_the_key_never_reaches_a_log_line_or_an_error_even_at_debug_level(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("STRIPE_LOG", "debug")  # the SDK's own console logging, at its most talkative
+    monkeypatch.setattr(stripe, "log", "debug")  # the SDK's own console logging, at its most talkative
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="stripe")  # even if a CLI test in this process quietened it
     errors: list[ProviderError] = []
     provider = open_provider(localstripe.payments_settings(timeout_seconds=2))
     wrong = StripeProvider(api_key="sk_test_" + "w" * 30, api_base=localstripe.api_base)
