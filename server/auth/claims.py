@@ -45,17 +45,7 @@ def principal_from_claims(
     if not any(normalize_audience(aud) in audiences for aud in token_audience):
         raise InvalidToken("audience does not name this server")
 
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise InvalidToken("token has no expiry")
-    if now >= exp + leeway_seconds:
-        raise InvalidToken("token expired")
-    nbf = _number(claims, "nbf")
-    if nbf is not None and nbf > now + leeway_seconds:
-        raise InvalidToken("token not yet valid")
-    iat = _number(claims, "iat")
-    if iat is not None and iat > now + leeway_seconds:
-        raise InvalidToken("token issued in the future")
+    exp = check_times(claims, now=now, leeway_seconds=leeway_seconds)
     try:
         expires_at = datetime.fromtimestamp(exp, tz=UTC)
     except (OverflowError, OSError, ValueError):
@@ -85,6 +75,23 @@ def principal_from_claims(
         authorization_details=_authorization_details(claims),
         claims=claims,
     )
+
+
+def check_times(claims: Mapping[str, Any], *, now: float, leeway_seconds: float) -> float:
+    """The claims that depend on the time (``exp`` required and not passed, ``nbf`` and ``iat`` not in the future,
+    RFC 7519 sections 4.1.4-4.1.6), checked at ``now``; returns ``exp``. A cached result re-runs exactly this."""
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidToken("token has no expiry")
+    if now >= exp + leeway_seconds:
+        raise InvalidToken("token expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and nbf > now + leeway_seconds:
+        raise InvalidToken("token not yet valid")
+    iat = _number(claims, "iat")
+    if iat is not None and iat > now + leeway_seconds:
+        raise InvalidToken("token issued in the future")
+    return exp
 
 
 def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:

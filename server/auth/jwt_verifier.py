@@ -13,14 +13,16 @@ RFC 8725 (JWT best current practices) asks:
 * then the claims (``server.auth.claims``): ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``, ``sub``, scopes.
 
 Verified results are kept in a small in-process cache keyed by the SHA-256 of the token, for at most five minutes and
-never past ``exp``; a cache hit re-runs every claim check with the current time, so only the signature work is saved.
+never past ``exp``. The cached ``Principal`` is immutable (a frozen dataclass over deeply frozen claims,
+``server.auth.frozen``) and shared by every request that presents the token, without a copy; a cache hit re-checks the
+time-dependent claims (``exp``, ``nbf``, ``iat``) with the current time and leeway, and everything else about the
+token (issuer, audience, subject, scopes, shapes) was checked when it was verified and cannot have changed since.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import hashlib
 import json
 import logging
@@ -39,9 +41,10 @@ from joserfc.errors import BadSignatureError, DecodeError, InvalidPayloadError, 
 from joserfc.jwa import JWSAlgModel
 from joserfc.jws import JWSRegistry
 
-from server.auth.claims import normalize_audience, principal_from_claims
+from server.auth.claims import check_times, normalize_audience, principal_from_claims
 from server.auth.discovery import DiscoveryError, discover_jwks_uri
 from server.auth.errors import InvalidToken
+from server.auth.frozen import freeze
 from server.auth.jwks import JwksCache, check_jwks_source, is_http_url
 from server.auth.principal import Principal
 
@@ -138,8 +141,8 @@ class _OneAlgorithmRegistry(JWSRegistry):
 
 @dataclass(frozen=True, slots=True)
 class _CachedResult:
-    claims: dict[str, Any]
-    trusted: TrustedIssuer
+    principal: Principal
+    """Immutable and shared: its claims are frozen (``server.auth.frozen``)."""
     valid_until: float
 
 
@@ -197,16 +200,18 @@ class JwtVerifier:
         digest = hashlib.sha256(token.encode("ascii")).digest()
         cached = self._results.get(digest)
         if cached is not None:
-            if self._clock() < cached.valid_until:
+            now = self._clock()
+            if now < cached.valid_until:
                 self._results.move_to_end(digest)
-                return self._principal(cached.trusted, copy.deepcopy(cached.claims))
+                check_times(cached.principal.claims, now=now, leeway_seconds=self._leeway)
+                return cached.principal
             del self._results[digest]
 
         trusted, claims = await self._verify_signature(token)
-        principal = self._principal(trusted, copy.deepcopy(claims))
+        principal = self._principal(trusted, freeze(claims))
         self._remember(
             digest,
-            _CachedResult(claims, trusted, min(principal.expires_at.timestamp(), self._clock() + RESULT_CACHE_SECONDS)),
+            _CachedResult(principal, min(principal.expires_at.timestamp(), self._clock() + RESULT_CACHE_SECONDS)),
         )
         return principal
 

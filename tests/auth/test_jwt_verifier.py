@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -560,11 +561,45 @@ async def test_a_cached_verification_hands_out_claims_that_callers_cannot_corrup
     verifier = make_verifier()
     token = sign(rsa_key("k1"), tokens.claims(authorization_details=[{"type": "refund", "limit": 50}]))
     first = await verifier.verify(token)
-    first.claims["authorization_details"][0]["limit"] = 5000
+    with pytest.raises(TypeError, match="read-only"):
+        first.claims["authorization_details"][0]["limit"] = 5000
+    with pytest.raises(TypeError, match="read-only"):
+        first.authorization_details[0]["limit"] = 5000  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        first.claims["authorization_details"].append({"type": "refund", "limit": 5000})
 
     second = await verifier.verify(token)
 
     assert second.authorization_details == ({"type": "refund", "limit": 50},)
+    assert second.claims["authorization_details"] == [{"type": "refund", "limit": 50}]
+
+
+async def test_a_cached_verification_shares_one_principal_without_copying_it(
+    published: IssuerSite, make_verifier: VerifierFactory, tokens: TokenFactory
+) -> None:
+    verifier = make_verifier()
+    token = sign(rsa_key("k1"), tokens.claims(authorization_details=[{"type": "refund", "limit": 50}]))
+
+    first = await verifier.verify(token)
+    second = await verifier.verify(token)
+
+    assert second is first
+    assert copy.deepcopy(first.claims) is first.claims  # frozen values copy to themselves
+    assert json.loads(json.dumps(first.claims))["authorization_details"] == [{"type": "refund", "limit": 50}]
+
+
+async def test_a_cached_verification_is_refused_within_the_leeway_only_once_expired_past_it(
+    published: IssuerSite, make_verifier: VerifierFactory, tokens: TokenFactory, wall_clock: FakeClock
+) -> None:
+    verifier = make_verifier(leeway_seconds=30)
+    token = sign(rsa_key("k1"), tokens.claims(exp=int(wall_clock()) + 60))
+    assert (await verifier.verify(token)).subject == "user-1"
+
+    wall_clock.advance(75)  # past exp, inside the leeway: still accepted (re-verified, as before the cache)
+    assert (await verifier.verify(token)).subject == "user-1"
+    wall_clock.advance(20)  # past exp + leeway
+
+    assert await refusal(verifier, token) == "token expired"
 
 
 async def test_refusal_messages_never_contain_the_token_or_key_material(
