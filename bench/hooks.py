@@ -1,5 +1,6 @@
 """Component benchmarks that other modules own: ``bench.bench_decision`` (the policy engine), ``bench.bench_audit``
-(the audit trail) and ``bench.bench_ledger`` (cumulative caps).
+(the audit trail), ``bench.bench_ledger`` (cumulative caps) and ``bench.bench_history`` (a rolling window's cost as
+history grows).
 
 The contract, for whoever writes one of them: the module has a function ``run`` (sync or async) taking the keyword
 ``mode`` (``"full"``, ``"quick"`` or ``"smoke"``: smoke must take well under a second) and returning a mapping from
@@ -26,6 +27,10 @@ HOOKS: dict[str, tuple[str, str]] = {
     "ledger": (
         "bench.bench_ledger",
         "ledger reservations per second with 32 concurrent writers, and whether the cap held",
+    ),
+    "history": (
+        "bench.bench_history",
+        "a rolling-window spend with 100 .. 100,000 entries in the window (sub-totals against the per-entry sum)",
     ),
 }
 

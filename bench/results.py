@@ -36,6 +36,8 @@ COMPONENT_KEYS: tuple[str, ...] = (
     "decision",
     "audit",
     "ledger",
+    "history",
+    "ledger.history.sqlite.n100",
 )
 EXPECTED_KEYS = COMPARISON_KEYS + COMPONENT_KEYS
 

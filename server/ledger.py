@@ -9,8 +9,15 @@ replicas can share PostgreSQL.
   write lock from ``BEGIN IMMEDIATE``), so the decision sees the exact total; :func:`reserve` then adds with a
   conditional ``UPDATE ... SET spent = spent + :x WHERE spent + :x <= :cap``, which refuses to overspend even if
   a caller forgot to lock (a second line of defence; it failing is an internal error, never an overspend).
-- A rolling-window total (``rolling 30 days``) is the sum of ``ledger_entries`` after the window's start, read while
-  holding the lock on the budget's ``rolling`` anchor row, so concurrent spenders of one holder take turns.
+- A rolling-window total (``rolling 30 days``) is, exactly as before, the sum of the amounts of every entry with
+  ``at > since`` (the window's start), read while holding the lock on the budget's ``rolling`` anchor row, so
+  concurrent spenders of one holder take turns. It is not summed entry by entry, so its cost does not grow with
+  history: every rolling spend also adds to two ``ledger_window_totals`` rows, the UTC day and the UTC hour its
+  entry's ``at`` falls in (one conditional upsert, in the same transaction). The window's total is then the whole
+  UTC days after the day of ``since``, plus the whole hours of that day after the hour of ``since``, plus the
+  entries of that one hour after ``since``: at most 30 + 23 sub-total rows and one hour of entries, whatever the
+  history. Every entry is counted in exactly one of the three parts (by its own ``at``), so the total is the same
+  number the per-entry sum gave, to the microsecond; see docs/performance.md, "Rolling windows".
 
 Every reservation also appends a ``ledger_entries`` row naming the audit record that spent it (lineage).
 Locks are taken in one global order (the facts loader's rows, then buckets sorted by key, then the audit head),
@@ -20,11 +27,25 @@ so concurrent calls cannot deadlock on them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import ScalarSelect
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -66,8 +87,24 @@ class LedgerEntry(SQLModel, table=True):
     audit_id: str = Field(index=True, max_length=40)
 
 
+class LedgerWindowTotal(SQLModel, table=True):
+    """What one holder spent from one rolling budget in one UTC day (``slot`` ``d2026-12-01``) or one UTC hour
+    (``h2026-12-01T13``), counted by the entries' ``at``: the sub-totals a rolling window's total is read from."""
+
+    __tablename__ = "ledger_window_totals"
+    __table_args__ = (UniqueConstraint("budget", "holder", "unit", "slot", name="uq_ledger_window_total"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    budget: str = Field(max_length=64)
+    holder: str = Field(max_length=300)
+    unit: str = Field(max_length=8)
+    slot: str = Field(max_length=16)
+    spent: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+
+
 BUCKETS = LedgerBucket.__table__  # type: ignore[attr-defined]
 ENTRIES = LedgerEntry.__table__  # type: ignore[attr-defined]
+WINDOW_TOTALS = LedgerWindowTotal.__table__  # type: ignore[attr-defined]
 
 # Core statements built once (the call path's hot loop); the bound names are prefixed because an UPDATE reserves
 # its columns' names for its SET clause.
@@ -85,13 +122,62 @@ _ADD = (
     .values(spent=BUCKETS.c.spent + bindparam("k_amount"), updated_at=bindparam("k_at", type_=UTCDateTime()))
 )
 _ADD_CAPPED = _ADD.where(BUCKETS.c.spent + bindparam("k_amount") <= bindparam("k_cap"))
-_WINDOW_TOTAL = select(func.coalesce(func.sum(ENTRIES.c.amount), 0)).where(
-    ENTRIES.c.budget == bindparam("k_budget"),
-    ENTRIES.c.holder == bindparam("k_holder"),
-    ENTRIES.c.unit == bindparam("k_unit"),
-    ENTRIES.c.at > bindparam("k_since", type_=UTCDateTime()),
+_HOLDER = and_(
+    WINDOW_TOTALS.c.budget == bindparam("k_budget"),
+    WINDOW_TOTALS.c.holder == bindparam("k_holder"),
+    WINDOW_TOTALS.c.unit == bindparam("k_unit"),
 )
+
+
+def _slot_sum(low: str, high: object) -> ScalarSelect[int]:
+    """The holder's sub-totals with ``low < slot < high``: one range of the unique index, whatever the history."""
+    return (
+        select(func.coalesce(func.sum(WINDOW_TOTALS.c.spent), 0))
+        .where(_HOLDER, WINDOW_TOTALS.c.slot > bindparam(low), WINDOW_TOTALS.c.slot < high)
+        .scalar_subquery()
+    )
+
+
+# the whole days after the boundary day ("d..." slots sort before "e"), the whole hours of the boundary day after
+# the boundary hour, and (below) the boundary hour's entries after the window's start
+_WHOLE_DAYS = _slot_sum("k_day", literal("e"))
+_WHOLE_HOURS = _slot_sum("k_hour", bindparam("k_day_end"))
+# the boundary hour's entries after the window's start
+_BOUNDARY_ENTRIES = (
+    select(func.coalesce(func.sum(ENTRIES.c.amount), 0))
+    .where(
+        ENTRIES.c.budget == bindparam("k_budget"),
+        ENTRIES.c.holder == bindparam("k_holder"),
+        ENTRIES.c.unit == bindparam("k_unit"),
+        ENTRIES.c.at > bindparam("k_since", type_=UTCDateTime()),
+        ENTRIES.c.at < bindparam("k_hour_end", type_=UTCDateTime()),
+    )
+    .scalar_subquery()
+)
+WINDOW_TOTAL = select(_WHOLE_DAYS + _WHOLE_HOURS + _BOUNDARY_ENTRIES)
 _ADD_ENTRY = insert(ENTRIES)
+_SLOT_COLUMNS = ["budget", "holder", "unit", "slot"]
+
+
+def slots_of(at: datetime) -> tuple[str, str]:
+    """The UTC day and UTC hour sub-total slots an entry made at ``at`` counts in."""
+    utc = at.astimezone(UTC)
+    return f"d{utc:%Y-%m-%d}", f"h{utc:%Y-%m-%dT%H}"
+
+
+def window_params(key: LedgerKey, since: datetime) -> dict[str, object]:
+    day, hour = slots_of(since)
+    hour_start = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return {
+        "k_budget": key.budget,
+        "k_holder": key.key,
+        "k_unit": key.unit,
+        "k_since": since,
+        "k_day": day,
+        "k_hour": hour,
+        "k_day_end": f"h{hour_start:%Y-%m-%d}U",  # after every hour slot of that day ("T00".."T23")
+        "k_hour_end": hour_start + timedelta(hours=1),
+    }
 
 
 def _bucket(key: LedgerKey) -> dict[str, str]:
@@ -120,8 +206,7 @@ async def totals(
             found = (await connection.execute(query, params)).scalar_one()
         spent = int(found or 0)
         if key.since is not None:
-            window = {"k_budget": key.budget, "k_holder": key.key, "k_unit": key.unit, "k_since": key.since}
-            spent = int((await connection.execute(_WINDOW_TOTAL, window)).scalar_one())
+            spent = int((await connection.execute(WINDOW_TOTAL, window_params(key, key.since))).scalar_one())
         usage[key.budget] = _as_usage(spent, key.unit)
     return usage
 
@@ -132,6 +217,7 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
         return
     connection = await session.connection()
     entries: list[dict[str, object]] = []
+    slots: dict[tuple[str, str, str, str], int] = {}
     for spend in sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)):
         key = spend.ledger
         params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
@@ -153,7 +239,45 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
                 "audit_id": audit_id,
             }
         )
+        if key.since is not None:
+            for slot in slots_of(at):
+                slot_key = (key.budget, key.key, key.unit, slot)
+                slots[slot_key] = slots.get(slot_key, 0) + spend.amount
     await connection.execute(_ADD_ENTRY, entries)
+    if slots:
+        await _add_to_slots(connection, slots)
+
+
+async def _add_to_slots(connection: AsyncConnection, slots: dict[tuple[str, str, str, str], int]) -> None:
+    """Add to the rolling sub-totals in one upsert (under the anchor lock the decision took)."""
+    rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
+    upsert = pg_insert(WINDOW_TOTALS) if connection.dialect.name == "postgresql" else sqlite_insert(WINDOW_TOTALS)
+    statement = upsert.values(rows).on_conflict_do_update(
+        index_elements=_SLOT_COLUMNS, set_={"spent": WINDOW_TOTALS.c.spent + upsert.excluded.spent}
+    )
+    await connection.execute(statement)
+
+
+async def backfill_window_totals(connection: AsyncConnection) -> int:
+    """Build the rolling sub-totals from the entries of a database that predates them; returns the rows written.
+
+    Every rolling spend writes its sub-totals in its own transaction, so an empty sub-total table beside rolling
+    entries can only mean a database written before the table existed; without this, its windows would read low.
+    Run by ``create_schema`` (under its lock on PostgreSQL), so it happens once, before any call.
+    """
+    if (await connection.execute(select(WINDOW_TOTALS.c.id).limit(1))).first() is not None:
+        return 0
+    rolling = select(ENTRIES.c.budget, ENTRIES.c.holder, ENTRIES.c.unit, ENTRIES.c.at, ENTRIES.c.amount).where(
+        ENTRIES.c.period == "rolling"
+    )
+    slots: dict[tuple[str, str, str, str], int] = {}
+    for budget, holder, unit, at, amount in await connection.execute(rolling):
+        for slot in slots_of(at):
+            slots[(budget, holder, unit, slot)] = slots.get((budget, holder, unit, slot), 0) + int(amount)
+    rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
+    if rows:
+        await connection.execute(insert(WINDOW_TOTALS), rows)
+    return len(rows)
 
 
 async def _ensure_bucket(session: AsyncSession, key: LedgerKey, at: datetime) -> None:

@@ -24,6 +24,7 @@ import server.effects.models
 import server.guards.store
 import server.idempotency
 import server.webhooks  # noqa: F401 - these modules declare the server's own tables
+from server import ledger
 from server.audit.models import GENESIS_HASH
 from server.storage.database import Database
 
@@ -122,3 +123,4 @@ async def create_schema(db: Database) -> None:
         statement = "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :hash) ON CONFLICT (id) DO NOTHING"
         await connection.execute(text(statement), {"hash": GENESIS_HASH})
         await _create_audit_triggers(connection, db.is_sqlite)
+        await ledger.backfill_window_totals(connection)  # a database from before the rolling sub-totals
