@@ -90,13 +90,14 @@ async def run(args: argparse.Namespace, plan: Plan, command: str) -> Results:
         if "http" in sections:
             t0 = time.perf_counter()
             if postgres:
-                with scratch_schema(postgres) as schema_url:
+                with scratch_schema(postgres) as schema_url, scratch_schema(postgres) as bare_schema_url:
                     await run_http(
                         results,
                         plan,
                         workdir,
                         pin=pin,
                         postgres_url=schema_url,
+                        bare_postgres_url=bare_schema_url,
                         sdk_auth=plan is FULL,
                         profile_dir=profile_dir,
                     )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+from bench.bench_refund import refund_specs, run_refund
 from bench.catalog_tools import TRIVIAL_ARGUMENTS, TRIVIAL_TOOL
 from bench.client import LEGACY, MODERN, RawMcpClient, check_call, tool_count
 from bench.harness import Operation, ab_latency, ab_throughput
@@ -21,7 +22,9 @@ from bench.servers import Site, client_pinned, running
 CALL = {"name": TRIVIAL_TOOL, "arguments": TRIVIAL_ARGUMENTS}
 
 
-def site_specs(workdir: Path, *, postgres_url: str | None, sdk_auth: bool) -> list[tuple[str, SiteSpec]]:
+def site_specs(
+    workdir: Path, *, postgres_url: str | None, sdk_auth: bool, bare_postgres_url: str | None = None
+) -> list[tuple[str, SiteSpec]]:
     """Every server the HTTP section talks to, by name; the stateless and stateful variants share a process."""
 
     def spec(kind: str, tools: int, stateless: bool, group: str, database_url: str | None = None) -> SiteSpec:
@@ -39,6 +42,7 @@ def site_specs(workdir: Path, *, postgres_url: str | None, sdk_auth: bool) -> li
         specs.append(("mandate-pg", spec("mandate", 50, True, "mandate-50-pg", postgres_url)))
     if sdk_auth:
         specs.append(("bare-sdk-auth", spec("bare_auth", 50, True, "bare-50-sdk-auth")))
+    specs.extend(refund_specs(workdir, postgres_url=postgres_url, bare_postgres_url=bare_postgres_url))
     return specs
 
 
@@ -161,8 +165,9 @@ async def run_http(
     postgres_url: str | None,
     sdk_auth: bool,
     profile_dir: Path | None,
+    bare_postgres_url: str | None = None,
 ) -> None:
-    specs = site_specs(workdir, postgres_url=postgres_url, sdk_auth=sdk_auth)
+    specs = site_specs(workdir, postgres_url=postgres_url, sdk_auth=sdk_auth, bare_postgres_url=bare_postgres_url)
     if profile_dir is not None:
         specs = [
             (name, replace(spec, profile=str(profile_dir / f"http-{spec.kind}.txt")))
@@ -208,6 +213,7 @@ async def run_http(
                     ("bare", "bare-sdk-auth"),
                     plan,
                 )
+            await run_refund(results, sites, plan)
             for concurrency in (8, 32):
                 await _throughput(results, sites, concurrency, plan)
             await _latency(

@@ -58,3 +58,44 @@ async def open_bench_mandate(settings: Settings) -> Mandate:
     """The running parts, with the JWKS read from the development issuer's file (fetched once, then cached)."""
     DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url).write_jwks_file()
     return await open_mandate(settings, local_dev_jwks=True)
+
+
+def refund_settings(data_dir: Path, *, stateless: bool = True, database_url: str | None = None) -> Settings:
+    """A benchmarked Mandate serving the real catalog (``tools``) under the default scopes and policy: the
+    ``refund_create`` of a deployment, with its per-call cap, daily and rolling budgets, facts and audit record."""
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        host="127.0.0.1",
+        resource_url=BENCH_AUDIENCE,
+        dev_issuer=True,
+        stateless=stateless,
+        json_response=True,
+        instance="bench-refund",
+        log_level="WARNING",
+    )
+
+
+def mint_refund_token(settings: Settings, *, ttl: timedelta = timedelta(hours=2)) -> str:
+    """A development-issuer token of a refunds agent in the bench tenant (the large tier: see bench.refund_store)."""
+    from bench.refund_store import REFUND_SCOPES, TENANT
+
+    issuer = DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url)
+    return issuer.mint(
+        subject="agent:bench-refunds",
+        client_id="bench-refunds",
+        scopes=REFUND_SCOPES,
+        audience=settings.audience,
+        ttl=ttl,
+        tenant=TENANT,
+    )
+
+
+async def open_refund_mandate(settings: Settings) -> Mandate:
+    """The running parts over the real catalog, with the bench order seeded."""
+    from bench.refund_store import seed_refund_order
+
+    mandate = await open_bench_mandate(settings)
+    async with mandate.db.engine.begin() as connection:
+        await seed_refund_order(connection)
+    return mandate

@@ -33,7 +33,7 @@ SERVER_STACK = "uvicorn (uvloop event loop, httptools HTTP parser)"
 class SiteSpec:
     """What one benchmarked server is: which side, which catalog, which HTTP mode, which database."""
 
-    kind: str  # "bare", "bare_auth" (the SDK's own bearer check) or "mandate"
+    kind: str  # "bare", "bare_auth" (the SDK's own bearer check), "bare_refund", "mandate" or "mandate_refund"
     tools: int
     stateless: bool
     data_dir: str
@@ -58,12 +58,32 @@ class SiteSpec:
 async def group_apps(specs: Sequence[SiteSpec]) -> AsyncIterator[list[Any]]:
     """The ASGI app of each spec of one group (and, for Mandate, the parts they share), closed afterwards."""
     first = specs[0]
-    if first.kind == "mandate":
-        from bench.mandate_site import bench_settings, open_bench_mandate
+    if first.kind == "bare_refund":
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        from bench.bare_refund import bare_refund_server
+        from server.storage.database import sqlite_url_for
+
+        url = first.database_url or sqlite_url_for(Path(first.data_dir))
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"])
+        async with bare_refund_server(url) as server:
+            yield [
+                server.streamable_http_app(
+                    json_response=True, stateless_http=spec.stateless, transport_security=security, host="127.0.0.1"
+                )
+                for spec in specs
+            ]
+        return
+    if first.kind in ("mandate", "mandate_refund"):
+        from bench.mandate_site import bench_settings, open_bench_mandate, open_refund_mandate, refund_settings
         from server.app import build_http_app
 
-        settings = bench_settings(Path(first.data_dir), tools=first.tools, database_url=first.database_url)
-        mandate = await open_bench_mandate(settings)
+        if first.kind == "mandate_refund":
+            settings = refund_settings(Path(first.data_dir), database_url=first.database_url)
+            mandate = await open_refund_mandate(settings)
+        else:
+            settings = bench_settings(Path(first.data_dir), tools=first.tools, database_url=first.database_url)
+            mandate = await open_bench_mandate(settings)
         try:
             yield [
                 build_http_app(
@@ -159,7 +179,7 @@ async def _main(specs: list[SiteSpec], sockets: list[socket.socket]) -> None:
         _profile_on_signals(specs[0].profile, specs[0].profile_interval)
 
     def ready(_servers: Any) -> None:
-        if specs[0].kind == "mandate":
+        if specs[0].kind.startswith("mandate"):
             from server.cli.serve import freeze_startup_heap
 
             freeze_startup_heap()  # as ``mandate serve`` does once the app is built

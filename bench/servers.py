@@ -102,10 +102,12 @@ class Site:
 
 def token_for(spec: SiteSpec) -> str | None:
     """A development-issuer token for the site (creating the issuer's key on first use), or None for the bare one."""
-    if spec.kind == "bare":
+    if spec.kind in ("bare", "bare_refund"):
         return None
-    from bench.mandate_site import bench_settings, mint_token
+    from bench.mandate_site import bench_settings, mint_refund_token, mint_token, refund_settings
 
+    if spec.kind == "mandate_refund":
+        return mint_refund_token(refund_settings(Path(spec.data_dir)))
     return mint_token(bench_settings(Path(spec.data_dir), tools=spec.tools))
 
 
