@@ -21,7 +21,7 @@ from pathlib import Path
 import uvloop
 
 from bench.bench_http import run_http
-from bench.bench_memory import profile_memory, run_memory
+from bench.bench_memory import profile_memory, run_memory, run_rss
 from bench.bench_tokens import run_tokens
 from bench.hooks import HOOKS, run_hook
 from bench.pg import postgres_url_from_env, reachable, scratch_schema
@@ -109,6 +109,7 @@ async def run(args: argparse.Namespace, plan: Plan, command: str) -> Results:
         if "memory" in sections:
             t0 = time.perf_counter()
             await run_memory(results, plan, workdir)
+            await run_rss(results, plan, workdir, pin=pin)
             if profile_dir is not None and plan.profile_calls:
                 path = profile_dir / "memory-mandate.txt"
                 await profile_memory(workdir, plan.profile_calls // 2, path)

@@ -1,4 +1,5 @@
-"""Mandate against the bare server over the SDK's in-memory transport: the SDK ``Client`` in this process.
+"""Mandate against the bare server over the SDK's in-memory transport (the SDK ``Client`` in this process), and the
+resident memory of one replica (a server process) at rest and after many refunds (``python -m bench.bench_memory``).
 
 Here the client is the SDK's own (there is no wire to speak raw), so both sides include its cost: pydantic models
 and the output-schema validation it runs on every structured result. The token is verified on every request, as on
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from mcp.client import Client
 
@@ -78,3 +80,111 @@ async def profile_memory(workdir: Path, calls: int, path: Path) -> None:
             await op()
         profiler.stop()
     path.write_text(profiler.output_text(unicode=False, color=False, show_all=False))  # noqa: ASYNC240 - after timing
+
+
+# --- resident memory of a replica: at rest and after many calls -------------------------------------------------------
+
+RSS_CLIENTS = 32
+
+
+def rss_of(pid: int) -> int:
+    """The process's resident set size in bytes (``VmRSS`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def _drive(site: Any, calls: int) -> None:
+    """``calls`` refunds through ``RSS_CLIENTS`` concurrent clients, as fast as the replica answers."""
+    import asyncio
+
+    from bench.bench_refund import _op, _open
+
+    clients = [await _open(site) for _ in range(RSS_CLIENTS)]
+    remaining = calls
+
+    async def worker(op: Operation) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await op()
+
+    try:
+        await asyncio.gather(*(worker(_op(client, True)) for client in clients))
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def measure_rss(workdir: Path, calls: int, *, pin: bool = False) -> dict[str, tuple[int, int, float]]:
+    """For the bare same-write server and Mandate (real refund path, SQLite): RSS at rest (started, one call made),
+    RSS after ``calls`` more refunds, and the seconds they took. Each in a process of its own, one after the other."""
+    import time
+
+    from bench.bench_refund import refund_specs
+    from bench.servers import client_pinned, running
+
+    figures: dict[str, tuple[int, int, float]] = {}
+    for name, spec in refund_specs(workdir / "rss", postgres_url=None, bare_postgres_url=None):
+        async with running([(name, spec)], pin=pin) as sites:
+            site = sites[name]
+            process = site.group.process
+            assert process is not None
+            with client_pinned(pin):
+                await _drive(site, 1)
+                at_rest = rss_of(process.pid)
+                started = time.perf_counter()
+                await _drive(site, calls)
+                seconds = time.perf_counter() - started
+                after = rss_of(process.pid)
+        figures[name] = (at_rest, after, seconds)
+    return figures
+
+
+async def run_rss(results: Results, plan: Plan, workdir: Path, *, pin: bool) -> None:
+    from bench.results import Component
+
+    if plan.in_process_servers:  # smoke: no server processes to measure; one tiny run in processes is still cheap
+        pin = False
+    figures = await measure_rss(workdir, plan.rss_calls, pin=pin)
+    for name, (at_rest, after, seconds) in figures.items():
+        side = "bare same-write server" if name.startswith("bare") else "Mandate (refund_create, SQLite)"
+        results.components.append(
+            Component(f"memory.rss.{name}.at_rest", f"resident memory at rest, {side}", at_rest / 2**20, "MiB")
+        )
+        results.components.append(
+            Component(
+                f"memory.rss.{name}.after",
+                f"resident memory after {plan.rss_calls:,} refunds ({RSS_CLIENTS} clients, {seconds:.0f} s), {side}",
+                after / 2**20,
+                "MiB",
+            )
+        )
+
+
+def main() -> None:
+    """``python -m bench.bench_memory --calls 100000``: the replica memory figures alone."""
+    import argparse
+    import asyncio
+    import tempfile
+
+    from bench.servers import can_pin
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_memory", description="resident memory per replica")
+    parser.add_argument("--calls", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mandate-rss-") as scratch:
+        figures = asyncio.run(measure_rss(Path(scratch), args.calls, pin=can_pin()))
+    print(f"| server | at rest | after {args.calls:,} refunds | growth | time |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, (at_rest, after, seconds) in figures.items():
+        mib = 2**20
+        print(
+            f"| {name} | {at_rest / mib:.1f} MiB | {after / mib:.1f} MiB | {(after - at_rest) / mib:+.1f} MiB | "
+            f"{seconds:.0f} s |"
+        )
+
+
+if __name__ == "__main__":
+    main()

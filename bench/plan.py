@@ -25,6 +25,8 @@ class Plan:
     memory_per_round: int
     component_seconds: float
     profile_calls: int
+    rss_calls: int = 0
+    """Refunds driven through one replica between its two memory readings (``bench.bench_memory.run_rss``)."""
     in_process_servers: bool = False
     """Smoke only: serve from this process (no start-up of server processes, no CPU pinning)."""
 
@@ -47,6 +49,7 @@ FULL = Plan(
     memory_per_round=200,
     component_seconds=2.0,
     profile_calls=1000,
+    rss_calls=20_000,
 )
 QUICK = Plan(
     name="quick",
@@ -66,6 +69,7 @@ QUICK = Plan(
     memory_per_round=50,
     component_seconds=0.3,
     profile_calls=0,
+    rss_calls=2_000,
 )
 SMOKE = Plan(
     name="smoke",
@@ -85,6 +89,7 @@ SMOKE = Plan(
     memory_per_round=5,
     component_seconds=0.05,
     profile_calls=0,
+    rss_calls=20,
     in_process_servers=True,
 )
 PLANS = {plan.name: plan for plan in (FULL, QUICK, SMOKE)}
