@@ -117,7 +117,14 @@ async def _drive(site: Any, calls: int) -> None:
             await client.close()
 
 
-async def measure_rss(workdir: Path, calls: int, *, pin: bool = False) -> dict[str, tuple[int, int, float]]:
+def checkpoints(calls: int) -> list[int]:
+    """Where the memory is read on the way: 1%, 10%, 50% and all of the calls."""
+    return sorted({max(1, calls // 100), max(1, calls // 10), max(1, calls // 2), calls})
+
+
+async def measure_rss(
+    workdir: Path, calls: int, *, pin: bool = False, progress: Any = None
+) -> dict[str, tuple[int, int, float]]:
     """For the bare same-write server and Mandate (real refund path, SQLite): RSS at rest (started, one call made),
     RSS after ``calls`` more refunds, and the seconds they took. Each in a process of its own, one after the other."""
     import time
@@ -135,7 +142,12 @@ async def measure_rss(workdir: Path, calls: int, *, pin: bool = False) -> dict[s
                 await _drive(site, 1)
                 at_rest = rss_of(process.pid)
                 started = time.perf_counter()
-                await _drive(site, calls)
+                done = 0
+                for checkpoint in checkpoints(calls):
+                    await _drive(site, checkpoint - done)
+                    done = checkpoint
+                    if progress is not None:
+                        progress(name, done, at_rest, rss_of(process.pid), time.perf_counter() - started)
                 seconds = time.perf_counter() - started
                 after = rss_of(process.pid)
         figures[name] = (at_rest, after, seconds)
@@ -174,8 +186,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_memory", description="resident memory per replica")
     parser.add_argument("--calls", type=int, default=100_000)
     args = parser.parse_args()
+
+    def progress(name: str, done: int, at_rest: int, now: int, seconds: float) -> None:
+        mib = 2**20
+        print(
+            f"{name}: {done:,} refunds, {now / mib:.1f} MiB (at rest {at_rest / mib:.1f} MiB), {seconds:.0f} s",
+            flush=True,
+        )
+
     with tempfile.TemporaryDirectory(prefix="mandate-rss-") as scratch:
-        figures = asyncio.run(measure_rss(Path(scratch), args.calls, pin=can_pin()))
+        figures = asyncio.run(measure_rss(Path(scratch), args.calls, pin=can_pin(), progress=progress))
     print(f"| server | at rest | after {args.calls:,} refunds | growth | time |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (at_rest, after, seconds) in figures.items():

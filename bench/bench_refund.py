@@ -14,7 +14,7 @@ from bench.plan import Plan
 from bench.refund_store import REFUND_ARGUMENTS, REFUND_TOOL
 from bench.results import Comparison, Results
 from bench.serve import SiteSpec
-from bench.servers import Site
+from bench.servers import Site, cpu_seconds
 
 CLIENTS = (1, 8, 32)
 REFUND_CALL = {"name": REFUND_TOOL, "arguments": REFUND_ARGUMENTS}
@@ -73,7 +73,9 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
         rounds, per_round = max(2, rounds // 2), max(5, per_round // 2)
     try:
         ops = {name: _op(client, name != "bare") for name, client in clients.items()}
+        cpu_before = {name: cpu_seconds(sites[name]) for name in names}
         measured = await ab_latency(ops, warmup=plan.call_warmup, rounds=rounds, per_round=per_round)
+        cpu_after = {name: cpu_seconds(sites[name]) for name in names}
     finally:
         for client in clients.values():
             await client.close()
@@ -92,6 +94,37 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
             f"{key}.p99", f"{label}: vs the bare same-write server, p99", "us", same.p(99), mandate.p(99), [], note
         )
     )
+    calls = plan.call_warmup + rounds * per_round
+    cpu = {
+        name: (after - before) / calls * 1e6
+        for name in names
+        if (before := cpu_before[name]) is not None and (after := cpu_after[name]) is not None
+    }
+    if len(cpu) == len(names):  # server processes (not the smoke run's in-process servers)
+        what = "server process CPU per call" + (" (PostgreSQL's own CPU not included)" if suffix else "")
+        cpu_note = f"{calls} calls a side; user + system time of the server process, robust to a loaded machine"
+        results.comparisons.append(
+            Comparison(
+                f"{key}.cpu",
+                f"{label}: {what}, vs the bare same-write server",
+                "us",
+                cpu[names[1]],
+                cpu[names[2]],
+                [],
+                cpu_note,
+            )
+        )
+        results.comparisons.append(
+            Comparison(
+                f"{key}.cpu.vs_trivial",
+                f"{label}: {what}, vs the bare trivial tool",
+                "us",
+                cpu[names[0]],
+                cpu[names[2]],
+                [],
+                cpu_note,
+            )
+        )
     results.comparisons.append(
         Comparison(
             f"{key}.vs_trivial.p50",

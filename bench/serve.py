@@ -45,6 +45,8 @@ class SiteSpec:
     """Candidate fixes to apply in this process (bench.patches); empty for the published figures."""
     group: str = ""
     """Sites with the same group share a process (and must agree on kind, tools, data_dir, database and patches)."""
+    source: str = ""
+    """Serve from this checkout instead of this one (``bench.ab``: the code before a change, in the same run)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,6 +41,15 @@ def can_pin() -> bool:
     return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
 
 
+def cpu_seconds(site: Site) -> float | None:
+    """User + system CPU time the site's server process has used (every thread), or None when served in process."""
+    process = site.group.process
+    if process is None:
+        return None
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
+
+
 def pin_process(pid: int, cpu: int) -> None:
     """Pin every thread of a process (affinity is per thread on Linux; threads it starts later inherit it)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -120,14 +129,15 @@ def token_for(spec: SiteSpec) -> str | None:
 
 async def _start_process(group: Group, pin: bool) -> None:
     specs = json.dumps([spec.to_dict() for _, spec in group.specs])
+    source = group.specs[0][1].source
     fds = [sock.fileno() for sock in group.sockets]
     group.process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter and module; returns at once
         [sys.executable, "-m", "bench.serve", specs, *map(str, fds)],
         pass_fds=fds,
         stdout=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **({"PYTHONPATH": source} if source else {})),
+        cwd=source or ROOT,
     )
     assert group.process.stdout is not None
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -248,14 +249,20 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
         await _add_to_slots(connection, slots)
 
 
-async def _add_to_slots(connection: AsyncConnection, slots: dict[tuple[str, str, str, str], int]) -> None:
-    """Add to the rolling sub-totals in one upsert (under the anchor lock the decision took)."""
-    rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
-    upsert = pg_insert(WINDOW_TOTALS) if connection.dialect.name == "postgresql" else sqlite_insert(WINDOW_TOTALS)
-    statement = upsert.values(rows).on_conflict_do_update(
-        index_elements=_SLOT_COLUMNS, set_={"spent": WINDOW_TOTALS.c.spent + upsert.excluded.spent}
+def _slot_upsert(dialect_insert: Any) -> Any:
+    statement = dialect_insert(WINDOW_TOTALS)
+    return statement.on_conflict_do_update(
+        index_elements=_SLOT_COLUMNS, set_={"spent": WINDOW_TOTALS.c.spent + statement.excluded.spent}
     )
-    await connection.execute(statement)
+
+
+_ADD_TO_SLOT = {"postgresql": _slot_upsert(pg_insert), "sqlite": _slot_upsert(sqlite_insert)}
+
+
+async def _add_to_slots(connection: AsyncConnection, slots: dict[tuple[str, str, str, str], int]) -> None:
+    """Add to the rolling sub-totals, one upsert per slot in one round trip (under the decision's anchor lock)."""
+    rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
+    await connection.execute(_ADD_TO_SLOT[connection.dialect.name], rows)
 
 
 async def backfill_window_totals(connection: AsyncConnection) -> int:
