@@ -123,7 +123,7 @@ def checkpoints(calls: int) -> list[int]:
 
 
 async def measure_rss(
-    workdir: Path, calls: int, *, pin: bool = False, progress: Any = None
+    workdir: Path, calls: int, *, pin: bool = False, progress: Any = None, only: str | None = None
 ) -> dict[str, tuple[int, int, float]]:
     """For the bare same-write server and Mandate (real refund path, SQLite): RSS at rest (started, one call made),
     RSS after ``calls`` more refunds, and the seconds they took. Each in a process of its own, one after the other."""
@@ -134,6 +134,8 @@ async def measure_rss(
 
     figures: dict[str, tuple[int, int, float]] = {}
     for name, spec in refund_specs(workdir / "rss", postgres_url=None, bare_postgres_url=None):
+        if only is not None and name != only:
+            continue
         async with running([(name, spec)], pin=pin) as sites:
             site = sites[name]
             process = site.group.process
@@ -157,8 +159,11 @@ async def measure_rss(
 async def run_rss(results: Results, plan: Plan, workdir: Path, *, pin: bool) -> None:
     from bench.results import Component
 
-    if plan.in_process_servers:  # smoke: no server processes to measure; one tiny run in processes is still cheap
-        pin = False
+    if plan.in_process_servers:  # smoke: servers run in this process, there is no replica process to measure
+        results.components.append(
+            Component("memory.rss", "resident memory per replica", None, "", note="skipped in the smoke run")
+        )
+        return
     figures = await measure_rss(workdir, plan.rss_calls, pin=pin)
     for name, (at_rest, after, seconds) in figures.items():
         side = "bare same-write server" if name.startswith("bare") else "Mandate (refund_create, SQLite)"
@@ -185,6 +190,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.bench_memory", description="resident memory per replica")
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--only", choices=("bare-refund", "mandate-refund"), default=None, help="one server only")
     args = parser.parse_args()
 
     def progress(name: str, done: int, at_rest: int, now: int, seconds: float) -> None:
@@ -195,7 +201,7 @@ def main() -> None:
         )
 
     with tempfile.TemporaryDirectory(prefix="mandate-rss-") as scratch:
-        figures = asyncio.run(measure_rss(Path(scratch), args.calls, pin=can_pin(), progress=progress))
+        figures = asyncio.run(measure_rss(Path(scratch), args.calls, pin=can_pin(), progress=progress, only=args.only))
     print(f"| server | at rest | after {args.calls:,} refunds | growth | time |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (at_rest, after, seconds) in figures.items():
