@@ -28,6 +28,11 @@ COMPARISON_KEYS: tuple[str, ...] = (
     "list.http.50.p99",
     "list.http.1000.p50",
     "list.http.1000.p99",
+    "refund.http.stateless.p50",
+    "refund.http.stateless.vs_trivial.p50",
+    "refund.throughput.c1",
+    "refund.throughput.c8",
+    "refund.throughput.c32",
 )
 COMPONENT_KEYS: tuple[str, ...] = (
     "token.verify.es256",
