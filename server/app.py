@@ -41,6 +41,7 @@ from server.guards.suspension import suspension_of
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
 from server.http.metrics_endpoint import metrics_route
+from server.mail import build_sender
 from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server
 from server.observability.metrics import Metrics
 from server.observability.tracing import Tracing, configure_tracing
@@ -210,6 +211,8 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
 
     approvals.requester_check = requester_check
     return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals, guards, metrics, tracing)
+    enforcer.mail = build_sender(settings)
+    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals)
 
 
 def open_providers(settings: Settings) -> dict[str, Any]:

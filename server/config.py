@@ -175,6 +175,33 @@ class ConsoleSettings(BaseModel):
     """The scopes the console asks for; what a person may do is what their token grants."""
     session_ttl_seconds: Annotated[int, Field(ge=300, le=7 * 86400)] = 8 * 3600
     """A session ends at this age or when its access token expires, whichever comes first."""
+class MailSettings(BaseModel):
+    """``[mail]``: how account email confirmation codes and notices are sent (server/mail)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender: Literal["smtp", "outbox", "none"] | None = None
+    """unset: ``smtp`` when ``smtp_host`` is set, else ``outbox`` with the development issuer, else ``none``."""
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    """The name of the environment variable holding the SMTP password (the password is never in the file)."""
+    from_address: str = "mandate@localhost"
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    outbox_dir: Path | None = None
+    """The development outbox (``sender = "outbox"``); default DATA_DIR/outbox."""
+    code_ttl_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    """How long an email confirmation code stays valid."""
+    code_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Wrong codes allowed before a pending email change is locked."""
+
+    @model_validator(mode="after")
+    def _smtp_has_host(self) -> MailSettings:
+        if self.sender == "smtp" and not self.smtp_host:
+            raise ValueError('sender = "smtp" needs smtp_host')
+        return self
 
 
 class PaymentsSettings(BaseModel):
@@ -259,6 +286,7 @@ class Settings(BaseModel):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
 
@@ -342,6 +370,13 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_PAYMENTS_PROVIDER": ("payments", "provider"),
     "MANDATE_STRIPE_API_BASE": ("payments", "api_base"),
     "MANDATE_PAYMENTS_TIMEOUT_SECONDS": ("payments", "timeout_seconds"),
+    "MANDATE_MAIL_SENDER": ("mail", "sender"),
+    "MANDATE_SMTP_HOST": ("mail", "smtp_host"),
+    "MANDATE_SMTP_PORT": ("mail", "smtp_port"),
+    "MANDATE_SMTP_STARTTLS": ("mail", "starttls"),
+    "MANDATE_SMTP_USERNAME": ("mail", "username"),
+    "MANDATE_SMTP_PASSWORD_ENV": ("mail", "password_env"),
+    "MANDATE_MAIL_FROM": ("mail", "from_address"),
 }
 
 

@@ -40,6 +40,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.money import Money, MoneyError
 from scopes.requirement import Requirement
 from server.auth.principal import Principal
+from server.mail import MailSender as MailSender
+from server.mail import MailUnavailable as MailUnavailable
+from server.mail import OutgoingMail as OutgoingMail
 
 if TYPE_CHECKING:
     from server.approvals.desk import ApprovalDesk
@@ -113,6 +116,8 @@ class ToolContext:
     """Set by a tool to the approval it acted on (``approval_decide``), so the audit record links to it."""
     approvals: ApprovalDesk | None = None
     """The approval desk, for the approval tools (``tools/approvals.py``); None where approvals are not served."""
+    mail: MailSender | None = None
+    """The configured mail sender (:mod:`server.mail`), for tools that mail a customer; None: no mail."""
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]

@@ -38,6 +38,7 @@ from server.toolkit import ToolContext
 if TYPE_CHECKING:
     from server.approvals.desk import ApprovalDesk
     from server.guards.rails import Guardrails
+    from server.mail import MailSender
     from server.observability.metrics import Metrics
 
 logger = logging.getLogger("server.callpath")
@@ -108,6 +109,8 @@ class CallPathCore:
         self.metrics: Metrics | None = None
         self.tracer: trace.Tracer = trace.get_tracer("mandate")
         """Where the call path's spans come from (:mod:`server.observability.tracing`)."""
+        self.mail: MailSender | None = None
+        """The mail sender tools may use (:mod:`server.mail`); set by :func:`server.app.open_mandate`."""
 
     def sensitive(self, tool: str) -> frozenset[str]:
         """The argument fields of ``tool`` that records and lists show redacted."""
@@ -116,7 +119,13 @@ class CallPathCore:
 
     def context(self, principal: Principal, session: Any, now: datetime, audit_id: str, tool: str) -> ToolContext:
         return ToolContext(
-            principal=principal, session=session, now=now, audit_id=audit_id, tool_name=tool, approvals=self.approvals
+            principal=principal,
+            session=session,
+            now=now,
+            audit_id=audit_id,
+            tool_name=tool,
+            approvals=self.approvals,
+            mail=self.mail,
         )
 
     async def gate(self, admitted: Admitted, ctx: ToolContext, *, lock: bool) -> Gate:

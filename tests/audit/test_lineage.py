@@ -13,6 +13,7 @@ from server.audit.lineage import trail_of
 from tests.audit.conftest import Cli
 from tests.audit.support import append_records, rows
 from tests.conftest import Harness
+from tests.mail import change_email
 from tools import audit as store
 from tools.store.models import AccountChange, Refund
 
@@ -26,11 +27,15 @@ async def _act(harness: Harness) -> None:
         for name, arguments in (
             ("refund_create", REFUND),
             ("order_cancel", {"order_id": "ord_5006", "reason": "customer changed their mind"}),
-            ("account_email_change", {"customer_id": "cus_1003", "new_email": "alan.t@example.org"}),
             ("orders_list", {"customer_id": "cus_1001"}),
         ):
             result = await client.call_tool(name, arguments)
             assert not result.is_error, (name, result.content)
+            if name == "order_cancel":
+                changed = await change_email(
+                    client, harness.mandate.settings.data_dir, "cus_1003", "alan.t@example.org"
+                )
+                assert not changed.is_error, changed.content
     async with harness.client("refunds") as client:
         assert not (await client.call_tool("refund_create", {**REFUND, "amount": "1.00"})).is_error
 
@@ -78,7 +83,8 @@ async def test_an_email_change_leads_to_its_record(harness: Harness, cli: Cli) -
         change = (await session.exec(select(AccountChange))).one()
     (trail,) = await _lineage(cli, "--account-change", change.id)
     assert trail["cause"]["id"] == change.audit_id
-    assert trail["cause"]["arguments"]["new_email"] == "[redacted]"
+    assert trail["cause"]["tool"] == "account_email_confirm"  # the change happened when the code was confirmed
+    assert trail["cause"]["arguments"]["code"] == "[redacted]"
 
 
 async def test_a_client_leads_to_everything_it_did_and_the_effects_to_remediate(harness: Harness, cli: Cli) -> None:

@@ -28,6 +28,7 @@ from server.ledger import LedgerEntry
 from server.policy_runtime import StaticPolicy
 from tests.conftest import POSTGRES_URL, Harness
 from tests.idempotency.processes import race
+from tests.mail import code_sent_to, outbox
 from tools.store.models import AccountChange, Customer, Order, OrderStatus, Refund
 
 pytestmark = pytest.mark.anyio
@@ -347,7 +348,12 @@ async def test_a_tool_refusal_is_stored_and_the_retry_gets_it_again_without_runn
             _keyed({**unchanged, "new_email": "ada@example.org"}, "email-change-0002"),
         )
     )
-    assert moved["change_id"].startswith("acc_")
+    assert moved["request_id"].startswith("ecr_")
+    code = code_sent_to(outbox(harness.mandate.settings.data_dir), "ada@example.org")
+    confirmed = _succeeded(
+        await _call(harness, "senior", "account_email_confirm", {"request_id": moved["request_id"], "code": code})
+    )
+    assert confirmed["status"] == "confirmed"
 
     again = await _call(harness, "senior", "account_email_change", _keyed(unchanged))
     assert again.is_error

@@ -14,7 +14,7 @@ from server.ledger import LedgerBucket, LedgerEntry
 from tests.conftest import Harness
 from tests.policy.conftest import PolicyHarness
 from tests.policy.support import add_orders
-from tools.store.models import AccountChange, Order, OrderStatus, Refund
+from tools.store.models import EmailChangeRequest, Order, OrderStatus, Refund
 
 pytestmark = pytest.mark.anyio
 
@@ -172,7 +172,7 @@ async def test_at_most_five_email_changes_a_day(harness: Harness) -> None:
         ]
     assert [r.is_error for r in results] == [False] * 5 + [True]
     assert results[5].structured_content is not None and results[5].structured_content["code"] == "budget_exceeded"
-    assert await _count(harness, AccountChange) == 5
+    assert await _count(harness, EmailChangeRequest) == 5  # five changes asked for (each pending its code)
 
 
 BROKEN_RULE = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Harness
+from tests.mail import change_email
 from tools.store.models import Order, OrderStatus
 
 pytestmark = pytest.mark.anyio
@@ -93,9 +94,7 @@ async def test_an_email_change_is_kept_in_the_history_and_redacted_in_the_audit(
     from tools.store.models import AccountChange
 
     async with harness.client("senior") as client:
-        result = await client.call_tool(
-            "account_email_change", {"customer_id": "cus_1003", "new_email": "alan.turing@example.org"}
-        )
+        result = await change_email(client, harness.mandate.settings.data_dir, "cus_1003", "alan.turing@example.org")
     assert not result.is_error, result.content
     async with harness.mandate.db.session() as session:
         change = (await session.exec(select(AccountChange))).one()

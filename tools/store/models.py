@@ -128,3 +128,26 @@ class Remediation(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc_column())
     created_by: str = Field(max_length=400, description="the principal key of the person who remediated")
     audit_id: str = Field(index=True, max_length=40, description="the audit record of the compensating call")
+
+
+class EmailChangeRequest(SQLModel, table=True):
+    """An email change waiting for the customer to confirm the new address with the code mailed to it.
+
+    The code itself is never stored: ``code_hash`` is scrypt (RFC 7914) over the code, salted with the request id.
+    """
+
+    __tablename__ = "email_change_requests"
+
+    id: str = Field(primary_key=True, max_length=40)
+    customer_id: str = Field(foreign_key="customers.id", index=True, max_length=40)
+    tenant: str = Field(max_length=64)
+    new_email: str = Field(max_length=320)
+    code_hash: str = Field(max_length=128)
+    status: str = Field(max_length=20, description="pending, confirmed, superseded, locked or expired")
+    attempts: int = Field(default=0)
+    created_at: datetime = Field(sa_column=_utc_column())
+    expires_at: datetime = Field(sa_column=_utc_column())
+    decided_at: datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    created_by: str = Field(max_length=400)
+    audit_id: str = Field(max_length=40, description="the audit record of the request")
+    change_id: str | None = Field(default=None, max_length=40, description="the account change once confirmed")
