@@ -57,15 +57,17 @@ class HttpCredentials:
 
 def _call_info(ctx: ServerRequestContext[Any, Any]) -> CallInfo:
     origin = current_origin.get()
-    name = version = None
+    name, version = (origin.client_name, origin.client_version) if origin else (None, None)
     params = ctx.session.client_params
-    if params is not None:
+    if params is not None:  # a stateful session's initialize, or a 2026-07-28 request's own _meta
         name, version = params.client_info.name, params.client_info.version
     return CallInfo(
         transport=origin.transport if origin else "stdio",
         client_address=origin.client_address if origin else None,
         client_name=name,
         client_version=version,
+        origin=origin.origin if origin else None,
+        user_agent=origin.user_agent if origin else None,
         request_id=str(ctx.request_id) if ctx.request_id is not None else None,
     )
 

@@ -39,6 +39,8 @@ class AuditRecord(SQLModel, table=True):
     client_address: str | None = Field(default=None, max_length=100)
     client_name: str | None = Field(default=None, max_length=200)
     client_version: str | None = Field(default=None, max_length=100)
+    origin: str | None = Field(default=None, max_length=200, description="the HTTP Origin header (RFC 6454)")
+    user_agent: str | None = Field(default=None, max_length=300, description="the HTTP User-Agent header")
     # what
     tool: str | None = Field(default=None, index=True, max_length=100)
     customer_id: str | None = Field(default=None, index=True, max_length=40)

@@ -35,6 +35,8 @@ class CallInfo:
     client_address: str | None = None
     client_name: str | None = None
     client_version: str | None = None
+    origin: str | None = None
+    user_agent: str | None = None
     request_id: str | None = None
     idempotency_key: str | None = None
     """The call's idempotency key, once admission has read it: every record of the call names it."""
@@ -114,6 +116,8 @@ def build_record(
         client_address=info.client_address,
         client_name=info.client_name,
         client_version=info.client_version,
+        origin=info.origin,
+        user_agent=info.user_agent,
         tool=tool,
         customer_id=customer_id,
         arguments=canonical_json(redact(raw, call.sensitive)),

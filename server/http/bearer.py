@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import Token
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -34,6 +35,7 @@ from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
 from server.guards.rate_limits import edge_checked
+from server.http.client_source import ClientMemory, client_of, header
 from server.jsonrpc_input import PARSE_ERROR, Problem, check_message, strict_loads
 from server.observability.tracing import continued_from_headers
 from server.request_context import RequestOrigin, current_origin, current_principal
@@ -115,13 +117,19 @@ class BearerGuard:
         self.record_refusal = record_refusal
         self.guards = guards
         """Auth refusals are aggregated through it, and principal-wide rate limits answered here with HTTP 429."""
+        self.clients = ClientMemory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        info = CallInfo(transport="http", client_address=client[0] if client else None)
+        info = CallInfo(
+            transport="http",
+            client_address=client[0] if client else None,
+            origin=header(scope, b"origin"),
+            user_agent=header(scope, b"user-agent"),
+        )
         token = _bearer_token(scope)
         if token is None:
             await self._unauthorized(send, info, None, "authentication required")
@@ -134,6 +142,8 @@ class BearerGuard:
 
         body: bytes | None = None
         edge_token: Token[bool] | None = None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        name, version = self.clients.recall(digest) or (None, None)
         if scope.get("method") == "POST":
             body = await _read_body(receive)
             if body is None:
@@ -143,9 +153,12 @@ class BearerGuard:
             if problem is not None:
                 await self._malformed(send, info, principal, problem)
                 return
-            denied = self._missing_scope(principal, body)
+            message = strict_loads(body)  # check_message has accepted it: one JSON-RPC message object
+            name, version = client_of(self.clients, digest, message)
+            denied = self._missing_scope(principal, message)
             if denied is not None:
                 tool_name, needed = denied
+                info = replace(info, client_name=name, client_version=version)
                 await self._forbidden(send, info, principal, tool_name, needed)
                 return
             if self.guards is not None and _has_tool_call(body):
@@ -156,7 +169,9 @@ class BearerGuard:
         scope["user"] = AuthenticatedUser(_sdk_access_token(principal, token))
         tokens = (
             current_principal.set(principal),
-            current_origin.set(RequestOrigin("http", info.client_address)),
+            current_origin.set(
+                RequestOrigin("http", info.client_address, None, info.origin, info.user_agent, name, version)
+            ),
             auth_context_var.set(scope["user"]),
         )
         try:
@@ -169,16 +184,14 @@ class BearerGuard:
             current_origin.reset(tokens[1])
             current_principal.reset(tokens[0])
 
-    def _missing_scope(self, principal: Principal, body: bytes) -> tuple[str, tuple[str, ...]] | None:
-        message = strict_loads(body)  # check_message has accepted it: one JSON-RPC message object
-        for item in [message]:
-            if not isinstance(item, dict) or item.get("method") != "tools/call":
-                continue
-            params = item.get("params")
-            name = params.get("name") if isinstance(params, dict) else None
-            entry = self.catalog.get(name) if isinstance(name, str) else None
-            if entry is not None and not entry.spec.requires.is_met_by(principal.scopes):
-                return entry.spec.name, entry.spec.requires.challenge_scopes(principal.scopes)
+    def _missing_scope(self, principal: Principal, message: Any) -> tuple[str, tuple[str, ...]] | None:
+        if not isinstance(message, dict) or message.get("method") != "tools/call":
+            return None
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        entry = self.catalog.get(name) if isinstance(name, str) else None
+        if entry is not None and not entry.spec.requires.is_met_by(principal.scopes):
+            return entry.spec.name, entry.spec.requires.challenge_scopes(principal.scopes)
         return None
 
     async def _malformed(self, send: Send, info: CallInfo, principal: Principal, problem: Problem) -> None:
