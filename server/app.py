@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from scopes.catalog import DEFAULT_CATALOG, load_catalog
 from server.approvals import ApprovalDesk
 from server.approvals.maintenance import Maintenance, running
+from server.approvals.seal import ApprovalSeal
 from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.auth.principal import Principal
@@ -41,6 +42,7 @@ from server.guards.suspension import suspension_of
 from server.http.bearer import BearerGuard
 from server.http.metadata import metadata_routes, metadata_url
 from server.http.metrics_endpoint import metrics_route
+from server.liveness import beating
 from server.mail import build_sender
 from server.mcp_server import CredentialSource, HttpCredentials, build_mcp_server
 from server.observability.metrics import Metrics
@@ -83,9 +85,11 @@ class Mandate:
         Every replica runs it; they coordinate through the database only (docs/approvals.md).
         """
         interval = self.settings.background_interval_seconds
+        clock = self.enforcer.clock
         async with (
-            running(self.db, self.approvals, interval=interval, clock=self.enforcer.clock) as maintenance,
+            running(self.db, self.approvals, interval=interval, clock=clock) as maintenance,
             self.guards.running(interval=interval),
+            beating(self.db, self.settings.instance, interval=interval, clock=clock),
             anyio.create_task_group() as group,
         ):
             group.start_soon(reconcile_forever, self.enforcer)  # effects left in doubt (docs/effects.md)
@@ -177,6 +181,7 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
         webhooks,
         runner=enforcer,
         sensitive=enforcer.sensitive,
+        seal=ApprovalSeal.load(settings.data_dir),
         console_url=settings.console_url if settings.console.enabled else None,
     )
     enforcer.approvals = approvals

@@ -175,6 +175,8 @@ class ConsoleSettings(BaseModel):
     """The scopes the console asks for; what a person may do is what their token grants."""
     session_ttl_seconds: Annotated[int, Field(ge=300, le=7 * 86400)] = 8 * 3600
     """A session ends at this age or when its access token expires, whichever comes first."""
+
+
 class MailSettings(BaseModel):
     """``[mail]``: how account email confirmation codes and notices are sent (server/mail)."""
 

@@ -30,6 +30,7 @@ from server.approvals.authority import (
     require_separation,
 )
 from server.approvals.models import Approval, ApprovalStatus
+from server.approvals.seal import ApprovalSeal
 from server.approvals.store import ApprovalRequest
 from server.approvals.views import (
     ApprovalDetail,
@@ -94,8 +95,10 @@ class ApprovalDesk:
         webhooks: Webhooks,
         runner: ActionRunner,
         sensitive: Callable[[str], frozenset[str]],
+        seal: ApprovalSeal,
         console_url: str | None = None,
     ) -> None:
+        self.seal = seal
         self.settings = settings
         self.console_url = console_url
         """The web console's base URL (``…/console``): webhooks link to the approval's page there."""
@@ -115,7 +118,7 @@ class ApprovalDesk:
         self, session: AsyncSession, requester: Principal, request: ApprovalRequest, now: datetime
     ) -> Approval:
         """The pending approval for a request the decision sent to a human (an open identical one, or a new one)."""
-        approval, created = await store.open_request(session, requester, request, now, self.ttl)
+        approval, created = await store.open_request(session, requester, request, now, self.ttl, self.seal)
         if created:
             await self.webhooks.enqueue(session, "approval.created", webhook_data(approval, self.console_url), now)
         return approval

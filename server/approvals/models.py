@@ -74,6 +74,7 @@ class Approval(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=_text())
     policy_version: str | None = Field(default=None, max_length=100)
     request_audit_id: str = Field(max_length=40)
+    seal: str | None = Field(default=None, max_length=80, description="HMAC over the action (server.approvals.seal)")
     # the decision
     decided_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     decided_by_key: str | None = Field(default=None, sa_column=_text())

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.approvals.models import TABLE, Approval, ApprovalStatus
+from server.approvals.seal import ApprovalSeal
 from server.audit.redaction import arguments_digest, canonical_json
 from server.auth.principal import Principal
 
@@ -70,7 +71,12 @@ async def find_open(
 
 
 async def open_request(
-    session: AsyncSession, requester: Principal, request: ApprovalRequest, now: datetime, ttl: timedelta
+    session: AsyncSession,
+    requester: Principal,
+    request: ApprovalRequest,
+    now: datetime,
+    ttl: timedelta,
+    seal: ApprovalSeal,
 ) -> tuple[Approval, bool]:
     """The pending approval for this request: an open one for the same exact request, else a new one.
 
@@ -108,6 +114,7 @@ async def open_request(
         policy_version=request.policy_version,
         request_audit_id=request.request_audit_id,
     )
+    approval.seal = seal.seal(approval)
     session.add(approval)
     await session.flush()
     return approval, True

@@ -12,6 +12,7 @@ an outside system writes its intent there instead, and its provider call runs on
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from server.callpath.record import (
 )
 from server.toolkit import ToolContext, ToolError
 
+logger = logging.getLogger("server.callpath")
+
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,6 +56,16 @@ async def run_approved(core: CallPathCore, session: AsyncSession, approval: Appr
     info = CallInfo(transport="approval", request_id=approval.id, idempotency_key=approval.idempotency_key)
     tool = approval.tool
     call = Invocation(principal, info, tool, {}, core.sensitive(tool))
+    if core.approvals is None or not core.approvals.seal.verify(approval):
+        # the stored action is not the one that was sealed when it was requested (server.approvals.seal)
+        logger.error("approval %s does not match its seal: it was changed in the database; it is not run", approval.id)
+        refusal = Refusal(
+            status="failed",
+            code="approval_tampered",
+            message="This approval was changed after it was requested (it no longer matches its seal), so nothing "
+            "was done. Ask for the action again.",
+        )
+        return await failed_run(core, session, approval, call, refusal, audit_id, now)
     try:
         arguments = stored_arguments(approval)
     except ValueError as exc:

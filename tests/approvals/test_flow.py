@@ -156,7 +156,7 @@ async def test_an_approval_runs_the_arguments_it_was_bound_to_not_others(harness
     await _tamper_arguments(harness, approval_id, '{"amount":"999.00","currency":"EUR","order_id":"ord_5002"}')
     decided = await _decide(harness, approval_id)
     assert decided.structured_content["status"] == "failed"
-    assert decided.structured_content["outcome"]["code"] == "approval_arguments_changed"
+    assert decided.structured_content["outcome"]["code"] == "approval_tampered"  # caught by the seal first
     assert await _count(harness, Refund) == 0
     async with harness.mandate.db.session() as session:
         approval = await session.get(Approval, approval_id)
