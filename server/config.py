@@ -68,8 +68,11 @@ class IdempotencySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
-    lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
-    """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's)."""
+    lease_seconds: Annotated[int, Field(ge=2, le=3600)] = 60
+    """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's).
+    ``MANDATE_IDEMPOTENCY_LEASE_SECONDS``."""
+    owner_silence_seconds: Annotated[int, Field(ge=3, le=3600)] = 10
+    """A claim whose owner's heartbeat is older than this is taken over at once (server/liveness.py)."""
 
 
 class EffectsSettings(BaseModel):
@@ -362,6 +365,7 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_IDEMPOTENCY_TTL_SECONDS": ("idempotency", "ttl_seconds"),
     "MANDATE_EFFECTS_LEASE_SECONDS": ("effects", "lease_seconds"),
     "MANDATE_EFFECTS_RECONCILE_INTERVAL_SECONDS": ("effects", "reconcile_interval_seconds"),
+    "MANDATE_IDEMPOTENCY_LEASE_SECONDS": ("idempotency", "lease_seconds"),
     "MANDATE_WEBHOOK_URL": ("webhook", "url"),
     "MANDATE_WEBHOOK_SECRET": ("webhook", "secret"),
     "MANDATE_CONSOLE_ISSUER": ("console", "issuer"),

@@ -19,6 +19,8 @@ One row per (principal key, tool, key), identified by a digest of the three. The
    together or not at all.
 3. :func:`release` deletes an owned claim when nothing happened (a deny, an internal error), so a retry runs anew.
 
+A claim names its owner instance; when that instance's heartbeat has stopped (:mod:`server.liveness`), a retry
+takes the claim over at once instead of waiting for the lease.
 A claim whose lease ran out without being completed belongs to a process that died (or rolled back): its effect
 did not commit, because completing the row is part of the effect's transaction, so a retry may take it over. Rows
 are kept for ``idempotency.ttl_seconds`` (default 24 h); an expired row counts as absent and :func:`purge` deletes it.
@@ -41,6 +43,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from server import liveness
 from server.storage.database import Database
 from server.storage.types import UTCDateTime
 
@@ -62,6 +65,7 @@ class IdempotencyRecord(SQLModel, table=True):
     status: str = Field(max_length=20)
     claim_token: str = Field(max_length=64)
     lease_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    owner: str | None = Field(default=None, max_length=100, description="the instance that holds the claim")
     result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """The answer as MCP ``CallToolResult`` JSON, once completed."""
     audit_id: str | None = Field(default=None, max_length=40)
@@ -127,6 +131,8 @@ async def claim(
     now: datetime,
     ttl: timedelta,
     lease: timedelta,
+    owner: str | None = None,
+    owner_silence: timedelta = timedelta(seconds=10),
 ) -> ClaimOutcome:
     """Claim ``key`` for this principal and tool, in a transaction of its own (see the module docstring)."""
     row_id = record_id(principal_key, tool, key)
@@ -136,6 +142,7 @@ async def claim(
         "status": IN_PROGRESS,
         "claim_token": token,
         "lease_until": now + lease,
+        "owner": owner,
         "result": None,
         "audit_id": None,
         "created_at": now,
@@ -156,7 +163,9 @@ async def claim(
                 break
         else:
             return InProgress(1)
-        abandoned = row["status"] == IN_PROGRESS and row["lease_until"] <= now
+        abandoned = row["status"] == IN_PROGRESS and (
+            row["lease_until"] <= now or await liveness.is_silent(connection, row["owner"], now, owner_silence)
+        )
         if row["expires_at"] <= now or (abandoned and row["arguments_digest"] == arguments_digest):
             taken = await connection.execute(
                 update(TABLE).where(TABLE.c.id == row_id, TABLE.c.claim_token == row["claim_token"]).values(fresh)

@@ -11,6 +11,7 @@ decision path denies the action) and section 6 (what a record holds). The steps 
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from server.auth.principal import Principal
 from server.callpath.admit import Admitted
 from server.callpath.answers import Refusal
 from server.callpath.decide import Gate, decide_in
+from server.callpath.outage import failure_refusal
 from server.callpath.record import Invocation, Outcome, build_record, refusal_result
 from server.catalog import ToolCatalog
 from server.config import EffectsSettings, IdempotencySettings
@@ -173,10 +175,11 @@ class CallPathCore:
 
     async def internal_error(self, call: Invocation, audit_id: str) -> tuple[types.CallToolResult, str]:
         """Fail closed: the action did not happen; say so, and record it if the database lets us."""
-        message = INTERNAL_ERROR.message
-        outcome = Outcome("error", "failed", "internal_error", message)
+        # called from an ``except`` block: a database outage answers retryably (server.callpath.outage)
+        refusal = failure_refusal(sys.exc_info()[1], INTERNAL_ERROR)
+        outcome = Outcome("error", "failed", refusal.code, refusal.message)
         try:
             await self.record_alone(call, outcome, audit_id=audit_id)
         except Exception:
             logger.exception("the failure of %s could not be recorded either", call.tool)
-        return refusal_result(INTERNAL_ERROR.model_copy(update={"audit_id": audit_id})), "error"
+        return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "error"

@@ -31,6 +31,7 @@ from server.callpath.act_local import act_local
 from server.callpath.admit import Admitted, Rejected, admit
 from server.callpath.core import INTERNAL_ERROR, CallPathCore, new_audit_id
 from server.callpath.decide import Explanation
+from server.callpath.outage import failure_refusal
 from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result
 
 if TYPE_CHECKING:
@@ -78,9 +79,9 @@ class Enforcer(CallPathCore):
                 span.set_attribute("mandate.principal.tenant", principal.tenant)
             try:
                 result, decision = await self._call(principal, name, raw, info, started)
-            except Exception:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
+            except Exception as exc:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
                 logger.exception("a %s call could not be handled or recorded; it is refused", name)
-                result, decision = refusal_result(INTERNAL_ERROR), "error"
+                result, decision = refusal_result(failure_refusal(exc, INTERNAL_ERROR)), "error"
             finally:
                 guard.DECIDED.reset(token)
             span.set_attribute("mandate.decision", decision)

@@ -49,6 +49,8 @@ async def act_once(
             now=now,
             ttl=timedelta(seconds=core.keys.ttl_seconds),
             lease=timedelta(seconds=core.keys.lease_seconds),
+            owner=core.instance,
+            owner_silence=timedelta(seconds=core.keys.owner_silence_seconds),
         )
     except Exception:
         logger.exception("the idempotency key of a %s call could not be claimed; the call is refused", spec.name)

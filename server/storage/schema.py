@@ -23,6 +23,7 @@ import server.console.sessions
 import server.effects.models
 import server.guards.store
 import server.idempotency
+import server.liveness
 import server.webhooks  # noqa: F401 - these modules declare the server's own tables
 from server import ledger
 from server.audit.models import GENESIS_HASH
