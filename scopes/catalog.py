@@ -42,6 +42,8 @@ class AgentEntry(BaseModel):
     description: str = ""
     scopes: Annotated[list[ScopeName], Field(min_length=1)]
     tenant: str | None = None
+    human: bool = False
+    """A person, not an agent: development tokens for it carry the approver marker (``mandate_approver``)."""
 
 
 class AgentBook(BaseModel):

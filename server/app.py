@@ -115,7 +115,7 @@ def trusted_issuers(settings: Settings, *, local_dev_jwks: bool) -> list[Trusted
             algorithms=frozenset(cfg.algorithms),
             accepted_types=frozenset(t.lower() for t in cfg.accepted_types),
             tenant_claim=cfg.tenant_claim,
-            require_tenant=cfg.require_tenant,
+            require_tenant=cfg.tenant_required,
         )
         for cfg in settings.issuers
     ]

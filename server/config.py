@@ -35,9 +35,20 @@ class IssuerConfig(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
     accepted_types: list[str] = Field(default_factory=lambda: ["at+jwt", "application/at+jwt"])
     tenant_claim: str | None = "tenant"
-    require_tenant: bool = False
-    """Refuse this issuer's tokens that lack ``tenant_claim``: in a multi-tenant deployment a token without a tenant
-    is not bound to one and would see every tenant's customers."""
+    """The claim naming the caller's tenant; ``""`` for a single-tenant deployment (no tenants at all)."""
+    require_tenant: bool | None = None
+    """Refuse this issuer's tokens that lack ``tenant_claim``: a token without a tenant is not bound to one and would
+    see every tenant's customers. Unset: required whenever ``tenant_claim`` names a claim (fail closed); set
+    ``false`` explicitly to let tenant-less tokens see all tenants."""
+
+    @field_validator("tenant_claim")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def tenant_required(self) -> bool:
+        return self.tenant_claim is not None if self.require_tenant is None else self.require_tenant
 
     @field_validator("algorithms")
     @classmethod
@@ -50,14 +61,20 @@ class IssuerConfig(BaseModel):
         return value
 
 
+DEFAULT_APPROVER_CLAIM = "mandate_approver"
+
+
 class ApprovalSettings(BaseModel):
     """Pending approvals (docs/approvals.md): how long one waits, and which tokens count as a human approver."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
-    approver_claim: str | None = None
-    """When set, only tokens carrying this claim may list, inspect or decide approvals (not just the scope)."""
+    approver_claim: str | None = DEFAULT_APPROVER_CLAIM
+    """Only tokens carrying this claim may list, inspect or decide approvals (not just the scope): the mark of a
+    human approver that the authorization server gives people, never agents."""
+    allow_any_approver: bool = False
+    """Let any token with ``approvals:decide`` approve, marker or not (the old default; not recommended)."""
     approver_claim_value: str | None = None
     """The value the claim must have (or contain, for a list); unset: the claim must be JSON ``true``."""
 
@@ -362,6 +379,7 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_APPROVAL_TTL_SECONDS": ("approvals", "ttl_seconds"),
     "MANDATE_APPROVER_CLAIM": ("approvals", "approver_claim"),
     "MANDATE_APPROVER_CLAIM_VALUE": ("approvals", "approver_claim_value"),
+    "MANDATE_ALLOW_ANY_APPROVER": ("approvals", "allow_any_approver"),
     "MANDATE_IDEMPOTENCY_TTL_SECONDS": ("idempotency", "ttl_seconds"),
     "MANDATE_EFFECTS_LEASE_SECONDS": ("effects", "lease_seconds"),
     "MANDATE_EFFECTS_RECONCILE_INTERVAL_SECONDS": ("effects", "reconcile_interval_seconds"),

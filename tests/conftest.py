@@ -114,6 +114,8 @@ class Harness:
         ttl: timedelta = timedelta(minutes=10),
         extra_claims: dict[str, Any] | None = None,
     ) -> str:
+        if agent == "supervisor":  # a human (scopes/agents.toml): the approver marker, unless a test says otherwise
+            extra_claims = {"mandate_approver": True, **(extra_claims or {})}
         return self.issuer.mint(
             subject=subject or f"agent:{agent}",
             client_id=client_id or f"{agent}-agent",

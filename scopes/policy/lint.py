@@ -60,7 +60,21 @@ def lint(policy: Policy, vocabulary: Vocabulary) -> list[str]:
             warnings.append(f"breaker {breaker.id!r} is in shadow mode: it records and alerts but suspends no one")
     used = {rule.budget.id for rule in policy.rules if isinstance(rule, BudgetRule)}
     warnings.extend(f"budget {name!r} is not used by any rule" for name in sorted(set(policy.budgets) - used))
+    warnings.extend(_unlimited_side_effects(policy, vocabulary))
     return warnings
+
+
+def _unlimited_side_effects(policy: Policy, vocabulary: Vocabulary) -> Iterator[str]:
+    """Every tool that changes something and that no enforced cap or budget limits: its scope alone is the limit."""
+    limited = {
+        tool for rule in policy.rules if isinstance(rule, CapRule | BudgetRule) and not rule.shadow for tool in rule.tools
+    }
+    for name, shape in sorted(vocabulary.tools.items()):
+        if not shape.read_only and name not in limited:
+            yield (
+                f"tool {name!r} has a side effect and no cap or budget limits it: any token with its scope may call "
+                "it without limit (add a cap or budget rule, or accept this knowingly)"
+            )
 
 
 def _rule_problems(rule: Rule, vocabulary: Vocabulary) -> Iterator[str]:

@@ -1,9 +1,9 @@
 """Who may see and decide an approval: the approver marker, separation of duties, tenancy.
 
-- **Approver marker** (optional, ``approvals.approver_claim``): the ``approvals:decide`` scope is the permission,
-  but a deployment can also require a claim that its authorization server issues only to people (e.g.
-  ``"mandate_approver": true`` or ``"roles": ["approver"]``), so an agent's token that was given the scope by mistake
-  still cannot approve.
+- **Approver marker** (``approvals.approver_claim``, by default ``"mandate_approver": true``): the
+  ``approvals:decide`` scope is the permission, and a claim that the authorization server issues only to people
+  (``"mandate_approver": true``, or e.g. ``"roles": ["approver"]``) is required too, so an agent's token that was
+  given the scope by mistake still cannot approve. ``approvals.allow_any_approver = true`` turns the marker off.
 - **Separation of duties** (NIST SP 800-53 AC-5): the approver must not be the requester. Compared on the principal
   key (issuer, client and subject) and on the people behind the tokens: the subjects, and the RFC 8693 ``act``
   actor of either token. The same person through another client is still the same person.
@@ -20,9 +20,12 @@ from server.toolkit import NotFound, ToolError
 
 
 def is_approver(principal: Principal, settings: ApprovalSettings) -> bool:
-    """Whether the token carries the configured approver marker (always, when none is configured)."""
-    if settings.approver_claim is None:
+    """Whether the token carries the approver marker (by default ``"mandate_approver": true``); any token with the
+    scope only when ``approvals.allow_any_approver`` says so."""
+    if settings.allow_any_approver:
         return True
+    if not settings.approver_claim:
+        return False
     value = principal.claims.get(settings.approver_claim)
     if settings.approver_claim_value is None:
         return value is True

@@ -8,7 +8,7 @@ from typing import Any
 
 from scopes.catalog import DEFAULT_AGENTS, DEFAULT_CATALOG, load_agents, load_catalog
 from server.cli.common import CommandError, add_server_options
-from server.config import Settings
+from server.config import DEFAULT_APPROVER_CLAIM, Settings
 
 
 def cmd_token_mint(args: argparse.Namespace, settings: Settings) -> int:
@@ -17,6 +17,7 @@ def cmd_token_mint(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_catalog(settings.catalog_path or DEFAULT_CATALOG)
     scopes: list[str] = []
     tenant = args.tenant
+    approver = bool(args.approver)
     if args.agent:
         book = load_agents(settings.agents_path or DEFAULT_AGENTS, catalog)
         agent = book.agents.get(args.agent)
@@ -24,6 +25,7 @@ def cmd_token_mint(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError(f"unknown agent {args.agent!r}; known: {', '.join(sorted(book.agents))}")
         scopes = list(agent.scopes)
         tenant = tenant or agent.tenant
+        approver = approver or agent.human
     for group in args.scope or []:
         scopes.extend(group.split())
     if not scopes:
@@ -41,6 +43,7 @@ def cmd_token_mint(args: argparse.Namespace, settings: Settings) -> int:
         audience=args.audience or settings.audience,
         ttl=timedelta(minutes=args.ttl_minutes),
         tenant=tenant,
+        extra_claims={settings.approvals.approver_claim or DEFAULT_APPROVER_CLAIM: True} if approver else None,
     )
     print(token)
     return 0
@@ -56,6 +59,9 @@ def register(sub: Any) -> None:
     mint.add_argument("--sub", help="subject (default agent:NAME)")
     mint.add_argument("--client-id", dest="client_id", help="client id (default NAME-agent)")
     mint.add_argument("--tenant", help="tenant claim")
+    mint.add_argument(
+        "--approver", action="store_true", help="mark the token as a human approver's (the approver claim)"
+    )
     mint.add_argument("--audience", help="audience (default this server's resource URL)")
     mint.add_argument("--ttl-minutes", dest="ttl_minutes", type=int, default=60)
     mint.set_defaults(handler=cmd_token_mint)

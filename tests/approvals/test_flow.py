@@ -225,7 +225,7 @@ async def test_a_token_without_the_approver_claim_cannot_decide_when_the_claim_i
 
     harness.mandate.approvals.settings = ApprovalSettings(approver_claim="mandate_approver")
     approval_id = await _request(harness)
-    agent = await _decide(harness, approval_id)
+    agent = await _decide(harness, approval_id, extra_claims={"mandate_approver": False})
     assert agent.is_error and agent.structured_content["code"] == "not_an_approver"
     human = await _decide(harness, approval_id, extra_claims={"mandate_approver": True})
     assert not human.is_error and human.structured_content["status"] == "executed"

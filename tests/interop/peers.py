@@ -403,6 +403,8 @@ class MandateInstance:
                 f'jwks_uri = "{issuer.jwks_uri}"',
                 # oauth2-mock-server writes `typ: JWT`, not RFC 9068's `at+jwt`: accepted for it by default.
                 f"accepted_types = {json.dumps(list(accepted_types))}",
+                # a single-tenant deployment: the mock issuer's tokens name no tenant (required by default otherwise)
+                'tenant_claim = ""',
                 "",
             ]
         self.config_path.write_text("\n".join(lines))
