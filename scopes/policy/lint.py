@@ -67,7 +67,10 @@ def lint(policy: Policy, vocabulary: Vocabulary) -> list[str]:
 def _unlimited_side_effects(policy: Policy, vocabulary: Vocabulary) -> Iterator[str]:
     """Every tool that changes something and that no enforced cap or budget limits: its scope alone is the limit."""
     limited = {
-        tool for rule in policy.rules if isinstance(rule, CapRule | BudgetRule) and not rule.shadow for tool in rule.tools
+        tool
+        for rule in policy.rules
+        if isinstance(rule, CapRule | BudgetRule) and not rule.shadow
+        for tool in rule.tools
     }
     for name, shape in sorted(vocabulary.tools.items()):
         if not shape.read_only and name not in limited:

@@ -12,6 +12,7 @@ import pytest
 from server.app import open_mandate
 from server.config import ApprovalSettings, Settings
 from tests.conftest import Harness
+from tests.mail import change_email
 from tools.store.seed import seed_demo_store
 
 RESPONDER = ("remediation:execute", "audit:read", "customers:read", "orders:read")
@@ -36,8 +37,10 @@ async def rogue_agent_acts(harness: Harness) -> dict[str, Any]:
     """A senior agent changes an email, cancels an order and refunds another; returns what each answered."""
     answers: dict[str, Any] = {}
     async with harness.client("senior", client_id="rogue-agent") as client:
+        changed = await change_email(client, harness.mandate.settings.data_dir, "cus_1001", "attacker@example.net")
+        assert not changed.is_error, changed.content
+        answers["account_email_change"] = changed.structured_content
         for name, arguments in (
-            ("account_email_change", {"customer_id": "cus_1001", "new_email": "attacker@example.net"}),
             ("order_cancel", {"order_id": "ord_5004", "reason": "customer asked, supposedly"}),
             ("refund_create", REFUND),
         ):

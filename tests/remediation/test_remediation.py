@@ -14,6 +14,7 @@ from server.audit.models import AuditRecord
 from server.callpath.record import CallInfo
 from server.remediation import Item, Target, execute, plan
 from tests.conftest import Harness
+from tests.mail import change_email
 from tests.remediation.conftest import PERSON, RESPONDER, rogue_agent_acts
 from tools.audit import effects_of
 from tools.store.models import AccountChange, Customer, Order, OrderStatus, Refund, Remediation
@@ -156,9 +157,7 @@ async def test_an_agent_token_cannot_run_compensations(harness: Harness) -> None
 async def test_an_address_changed_again_since_is_left_for_a_person(harness: Harness) -> None:
     await rogue_agent_acts(harness)
     async with harness.client("senior", client_id="honest-agent") as client:
-        result = await client.call_tool(
-            "account_email_change", {"customer_id": "cus_1001", "new_email": "real.owner@example.org"}
-        )
+        result = await change_email(client, harness.mandate.settings.data_dir, "cus_1001", "real.owner@example.org")
     assert not result.is_error
 
     email = _by_kind(await _plan(harness, Target(client_id="rogue-agent")))["account_change"]
