@@ -234,7 +234,12 @@ async def test_reject_decides_only_the_approval_named_and_nothing_is_refunded(ha
     [
         (lambda h: h.token("refunds"), "insufficient_scope"),
         (
-            lambda h: h.token("refunds", scopes=("refunds:create", "approvals:decide"), client_id="another-client"),
+            lambda h: h.token(
+                "refunds",
+                scopes=("refunds:create", "approvals:decide"),
+                client_id="another-client",
+                extra_claims={"mandate_approver": True},  # even marked as an approver, it is still the requester
+            ),
             "self_approval",
         ),
     ],
