@@ -28,6 +28,7 @@ import server.webhooks  # noqa: F401 - these modules declare the server's own ta
 from server import ledger
 from server.audit.models import GENESIS_HASH
 from server.storage.database import Database
+from server.storage.drift import require_current_schema
 
 APPEND_ONLY_MESSAGE = "audit_records is append-only"
 
@@ -120,6 +121,7 @@ async def create_schema(db: Database) -> None:
         if not db.is_sqlite:
             # One process creates the schema at a time; the lock is released at commit.
             await connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+        await connection.run_sync(require_current_schema)  # an older database: one clear error, not a failed INSERT
         await connection.run_sync(SQLModel.metadata.create_all)
         statement = "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :hash) ON CONFLICT (id) DO NOTHING"
         await connection.execute(text(statement), {"hash": GENESIS_HASH})

@@ -70,7 +70,9 @@ async def test_a_call_that_cannot_be_recorded_is_refused_without_database_text(
             pytest.fail(f"the client got a protocol error carrying: {exc}")
     assert listed.tools == []  # nothing is shown unrecorded
     assert result.is_error and result.structured_content is not None
-    assert result.structured_content["code"] == "internal_error"
+    # the database is unreachable: a retryable answer, still a refusal (server.callpath.outage)
+    assert result.structured_content["code"] == "database_unavailable"
+    assert result.structured_content["details"]["retryable"] is True
     text = str(result.content) + str(result.structured_content)
     for leak in ("INSERT", "SELECT", "sqlite", "psycopg", "Traceback", "connection"):
         assert leak not in text
