@@ -215,9 +215,8 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
         return found.id if found is not None else None
 
     approvals.requester_check = requester_check
-    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals, guards, metrics, tracing)
     enforcer.mail = build_sender(settings)
-    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals)
+    return Mandate(settings, db, catalog, enforcer, verifier, http_client, approvals, guards, metrics, tracing)
 
 
 def open_providers(settings: Settings) -> dict[str, Any]:
