@@ -29,6 +29,8 @@ from scopes.catalog import DEFAULT_CATALOG, load_catalog
 from server.approvals import ApprovalDesk
 from server.approvals.maintenance import Maintenance, running
 from server.approvals.seal import ApprovalSeal
+from server.audit.sequencer import sequencing
+from server.audit.service import audit_sequencer
 from server.auth.dev_issuer import DevIssuer
 from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.auth.principal import Principal
@@ -91,6 +93,7 @@ class Mandate:
             self.guards.running(interval=interval),
             beating(self.db, self.settings.instance, interval=interval, clock=clock),
             anyio.create_task_group() as group,
+            sequencing(audit_sequencer(self.settings, self.db)),
         ):
             group.start_soon(reconcile_forever, self.enforcer)  # effects left in doubt (docs/effects.md)
             try:

@@ -273,6 +273,23 @@ class PaymentsSettings(BaseModel):
         return f"payments: {self.provider} at {self.api_base or 'https://api.stripe.com'} (key set, hidden)"
 
 
+class AuditSettings(BaseModel):
+    """The audit log's sequencer and verification (docs/audit.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    integration_interval_seconds: Annotated[float, Field(gt=0, le=1.0)] = 0.5
+    """How often the active sequencer integrates new records: the bound on a record's wait for its log position
+    (plus one batch's own time; plus one interval for a standby replica to take over when the active one dies)."""
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    integration_deadline_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    """``mandate audit verify`` reports a record (and its effect) still unintegrated this long after it was
+    written: the sequencer is down, or a record was slipped past it."""
+    signing_key: Path | None = None
+    """The Ed25519 key the sequencer signs tree heads with; default ``$MANDATE_AUDIT_KEY``, else
+    DATA_DIR/audit-keys/checkpoint-ed25519.pem (created 0600 on first use). Keep it apart from the database."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -309,6 +326,7 @@ class Settings(BaseModel):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
 
@@ -401,6 +419,8 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_SMTP_USERNAME": ("mail", "username"),
     "MANDATE_SMTP_PASSWORD_ENV": ("mail", "password_env"),
     "MANDATE_MAIL_FROM": ("mail", "from_address"),
+    "MANDATE_AUDIT_INTEGRATION_INTERVAL_SECONDS": ("audit", "integration_interval_seconds"),
+    "MANDATE_AUDIT_INTEGRATION_DEADLINE_SECONDS": ("audit", "integration_deadline_seconds"),
 }
 
 

@@ -4,8 +4,13 @@
 opaque cursor (:mod:`server.audit.query`). A caller whose token names a tenant sees only that tenant's records.
 
 Lineage (:mod:`server.audit.lineage`) needs to know which rows of the demo store are effects and where they keep
-the ``audit_id`` of their cause: refunds and account changes store it; a cancelled order is matched to the
-succeeded ``order_cancel`` record of its customer whose arguments name it (its time equals ``cancelled_at``).
+the ``audit_id`` of their cause: refunds and account changes store it, a cancelled order its ``cancel_audit_id``
+(one cancelled before that column existed is matched to the succeeded ``order_cancel`` record of its customer whose
+arguments name it). :func:`effect_sources` hands the same tables to ``mandate audit verify``.
+
+``audit_receipt`` redeems the receipt handle of a successful call (``_meta`` ``io.mandate/receipt``) for a receipt
+(:mod:`server.audit.receipt`): open to the record's own principal (any scope that can cause an effect) and, within
+the tenant, to holders of ``audit:read``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scopes.money import Money
-from scopes.requirement import all_of
+from scopes.requirement import all_of, any_of
 from server.audit.chain import RECORDS
 from server.audit.lineage import Effect
 from server.audit.query import (
@@ -33,7 +38,10 @@ from server.audit.query import (
     parse_time,
     select_records,
 )
+from server.audit.receipt import ReceiptError, build_receipt
 from server.audit.render import export_object
+from server.audit.tree import TreeError
+from server.audit.verify import EffectSource
 from server.toolkit import StrictArgs, ToolContext, ToolError, tool
 from tools.customers import CustomerId
 from tools.store.models import AccountChange, Order, OrderStatus, Refund, Remediation
@@ -96,8 +104,10 @@ class AuditEntry(BaseModel):
     approval_id: str | None
     request_id: str | None
     trace_id: str | None
-    prev_hash: str
-    hash: str
+    leaf_hash: str | None = Field(description="SHA-256(0x00 || canonical record), hex; null for a legacy record")
+    leaf_index: int | None = Field(description="the record's position in the Merkle log; null until integrated")
+    prev_hash: str | None = Field(description="legacy chain records only")
+    hash: str | None = Field(description="legacy chain records only")
 
 
 class AuditPage(BaseModel):
@@ -135,6 +145,54 @@ async def audit_search(args: AuditSearchArgs, ctx: ToolContext) -> AuditPage:
         items=[AuditEntry.model_validate(export_object(row)) for row in rows],
         next_cursor=encode_cursor(next_seq, audit_filter) if next_seq is not None else None,
     )
+
+
+class ReceiptArgs(StrictArgs):
+    audit_id: Annotated[str, Field(pattern=r"^aud_[0-9a-f]{32}$", description="from _meta io.mandate/receipt")]
+
+
+class SignedTreeHead(BaseModel):
+    format: str
+    size: int
+    root_hash: str
+    timestamp: str
+    instance: str
+    key_id: str
+    signature: str
+
+
+class AuditReceipt(BaseModel):
+    """A record with its inclusion proof and a signed tree head; `mandate audit verify-proof FILE --key PUB` checks
+    it offline."""
+
+    format: str
+    record: dict[str, Any] = Field(description="the fields the record's leaf hash covers")
+    leaf_index: int
+    inclusion_proof: list[str] = Field(description="RFC 9162 section 2.1.3 audit path, hex SHA-256 hashes")
+    tree_head: SignedTreeHead
+
+
+_RECEIPT_SCOPES = ("audit:read", "refunds:create", "orders:cancel", "accounts:write")
+
+
+@tool(requires=any_of(*_RECEIPT_SCOPES), read_only=True)
+async def audit_receipt(args: ReceiptArgs, ctx: ToolContext) -> AuditReceipt:
+    """Redeem a receipt handle (the audit_id in a successful call's _meta "io.mandate/receipt") for a receipt: the
+    audit record, its position in the log, its inclusion proof and a signed tree head, verifiable offline. Your own
+    records, or any record of your tenant with audit:read. Available about a second after the call."""
+    connection = await ctx.session.connection()
+    row = (await connection.execute(select_records(AuditFilter()).where(RECORDS.c.id == args.audit_id))).first()
+    record = dict(row._mapping) if row is not None else None
+    principal = ctx.principal
+    own = record is not None and (record["subject"], record["client_id"]) == (principal.subject, principal.client_id)
+    in_tenant = record is not None and (principal.tenant is None or record["tenant"] == principal.tenant)
+    if record is None or not in_tenant or not (own or "audit:read" in principal.scopes):
+        raise ToolError("not_found", "No audit record with this id is visible to you.")
+    try:
+        receipt = await build_receipt(connection, args.audit_id)
+    except (ReceiptError, TreeError) as exc:
+        raise ToolError("not_yet_integrated", f"{exc}.") from None
+    return AuditReceipt.model_validate(receipt)
 
 
 # --- lineage: the store's effects and the records that caused them ---------------------------------------------
@@ -193,6 +251,21 @@ def _names_order(row: AuditRow, order_id: str) -> bool:
     return isinstance(arguments, dict) and arguments.get("order_id") == order_id
 
 
+def effect_sources() -> list[EffectSource]:
+    """The store's effect tables and the column naming each row's audit record, for ``mandate audit verify``.
+
+    Orders count from the release that records ``cancel_audit_id``; a cancellation from before it is traced by
+    :func:`order_effects` through its record's arguments instead."""
+    refunds = Refund.__table__  # type: ignore[attr-defined]
+    changes = AccountChange.__table__  # type: ignore[attr-defined]
+    orders = Order.__table__  # type: ignore[attr-defined]
+    return [
+        EffectSource("refund", refunds, "id", "audit_id"),
+        EffectSource("account change", changes, "id", "audit_id"),
+        EffectSource("order cancellation", orders, "id", "cancel_audit_id", only=orders.c.cancel_audit_id.is_not(None)),
+    ]
+
+
 async def refund_effect(session: AsyncSession, refund_id: str) -> Effect | None:
     refund = await session.get(Refund, refund_id)
     return _refund_effect(refund) if refund is not None else None
@@ -209,7 +282,9 @@ async def order_effects(session: AsyncSession, order_id: str) -> list[Effect] | 
     if order is None:
         return None
     effects: list[Effect] = []
-    if order.status == OrderStatus.CANCELLED:
+    if order.status == OrderStatus.CANCELLED and order.cancel_audit_id:
+        effects.append(_cancel_effect(order.id, order.customer_id, order.cancel_audit_id))
+    elif order.status == OrderStatus.CANCELLED:  # cancelled before orders named their audit record
         query = (
             select_records(AuditFilter(tool="order_cancel", outcome="succeeded", customer_id=order.customer_id))
             .where(RECORDS.c.at == order.cancelled_at)

@@ -1,16 +1,20 @@
-"""Appending to the hash chain, and the canonical form each link's hash is computed over (DESIGN.md section 6).
+"""Appending to the audit log, and the canonical form each leaf hash is computed over (RFC 9162 section 2.1.1;
+docs/audit.md).
 
 The canonical form is JSON with sorted keys, no insignificant white space, UTF-8, timestamps as RFC 3339 UTC with
 microseconds (in the spirit of RFC 8785, JSON Canonicalization Scheme; our values are only strings, integers and
-null, so number canonicalisation never arises). ``hash = SHA-256(prev_hash || canonical(record without hash))``.
+null, so number canonicalisation never arises). A record's leaf hash is ``SHA-256(0x00 || canonical(record))`` over
+its content (:data:`LEAF_FIELDS`: everything but the database's insertion key and the log's own columns).
 
-Appends are linear: :func:`append` locks the single ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; on
-SQLite every write transaction already holds the database write lock from ``BEGIN IMMEDIATE``), takes the next
-``seq`` and the previous hash from it, and inserts the record in the caller's transaction. The database then moves
-the head to the new record, and refuses any record that does not extend the head (triggers created by
-:func:`server.storage.schema.create_schema`); ``seq`` is the primary key besides. Even a writer that bypassed the
-lock could not put a second record at the same position or link one to anything but the head: the chain cannot
-fork. Two statements per record: the head read and the insert.
+:func:`append` inserts the record, carrying its leaf hash, in the caller's transaction, so it commits with the
+effect or not at all. It reads nothing and locks nothing shared: the insertion key comes from an identity column on
+PostgreSQL (``nextval`` is never held to commit), and on SQLite from ``MAX(seq) + 1`` under the write lock that
+every SQLite write transaction holds anyway. The record's position in the log is assigned later, outside the call,
+by the sequencer (:mod:`server.audit.sequencer`).
+
+Records of the linear hash chain that came before the log (``prev_hash``/``hash`` set) keep their legacy canonical
+form, ``hash = SHA-256(prev_hash || canonical(record without hash))``; their leaf is the canonical form of the whole
+legacy record, chain links included (:func:`leaf_data`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,21 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from server.audit.models import GENESIS_HASH, AuditHead, AuditRecord
+from server.audit.merkle import leaf_hash as merkle_leaf_hash
+from server.audit.models import AuditHead, AuditRecord
 
-HASHED_FIELDS: tuple[str, ...] = tuple(sorted(name for name in AuditRecord.model_fields if name != "hash"))
-"""Every column but ``hash``, in canonical (sorted) order."""
+LOG_FIELDS = frozenset({"seq", "leaf_index", "leaf_hash", "prev_hash", "hash"})
+LEAF_FIELDS: tuple[str, ...] = tuple(sorted(name for name in AuditRecord.model_fields if name not in LOG_FIELDS))
+"""The content of a record, in canonical (sorted) order: what its leaf hash covers."""
+LEGACY_FIELDS: tuple[str, ...] = tuple(
+    sorted(name for name in AuditRecord.model_fields if name not in {"leaf_index", "leaf_hash", "hash"})
+)
+"""What a legacy chain link's hash covers: the content, ``seq`` and ``prev_hash``."""
+HASHED_FIELDS = LEGACY_FIELDS  # the name the chain code used
 
 RECORDS: Table = SQLModel.metadata.tables[AuditRecord.__tablename__]
 HEAD: Table = SQLModel.metadata.tables[AuditHead.__tablename__]
@@ -44,60 +55,86 @@ def canonical_time(value: datetime) -> str:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def canonical_values(values: Sequence[Any]) -> bytes:
-    """The canonical bytes of a record given as its values in :data:`HASHED_FIELDS` order (a database row)."""
-    body = dict(zip(HASHED_FIELDS, values, strict=True))  # keys in sorted order: the same as sort_keys=True
+def canonical_json(body: Mapping[str, Any]) -> bytes:
+    """Sorted keys, no white space, UTF-8: the bytes a receipt's verifier recomputes from the record it carries."""
+    return _ENCODER.encode(dict(sorted(body.items()))).encode()
+
+
+def _body(fields: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
+    body = {name: row[name] for name in fields}
     at = body["at"]
-    if not isinstance(at, datetime):
+    if isinstance(at, datetime):
+        body["at"] = canonical_time(at)
+    elif not isinstance(at, str):
         raise TypeError(f"an audit record's time must be a datetime, not {type(at).__name__}")
-    body["at"] = canonical_time(at)
-    return _ENCODER.encode(body).encode()
+    return body
 
 
-def canonical_row(row: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of a record given as a mapping of column name to value."""
-    return canonical_values([row[name] for name in HASHED_FIELDS])
+def is_legacy(row: Mapping[str, Any]) -> bool:
+    """Written by the linear chain before the Merkle log."""
+    return row.get("hash") is not None and row.get("leaf_hash") is None
 
 
-def row_hash(row: Mapping[str, Any]) -> str:
-    """The hash a record given as a mapping must carry: SHA-256 over its ``prev_hash`` and its canonical bytes."""
-    return hashlib.sha256(str(row["prev_hash"]).encode() + canonical_row(row)).hexdigest()
+def leaf_body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a record's leaf covers, as JSON values (``at`` as RFC 3339): what a receipt carries."""
+    if is_legacy(row):
+        return _body((*LEGACY_FIELDS, "hash"), row)
+    return _body(LEAF_FIELDS, row)
+
+
+def leaf_data(row: Mapping[str, Any]) -> bytes:
+    return canonical_json(leaf_body(row))
+
+
+def leaf_hash_of(row: Mapping[str, Any]) -> bytes:
+    """``SHA-256(0x00 || canonical record)`` of a record given as a mapping of column name to value."""
+    return merkle_leaf_hash(leaf_data(row))
+
+
+def canonical_values(values: Sequence[Any]) -> bytes:
+    """The legacy canonical bytes of a record given as its values in :data:`LEGACY_FIELDS` order."""
+    return canonical_json(_body(LEGACY_FIELDS, dict(zip(LEGACY_FIELDS, values, strict=True))))
+
+
+def legacy_link_hash(row: Mapping[str, Any]) -> str:
+    """The hash a legacy chain record must carry: SHA-256 over its ``prev_hash`` and its legacy canonical bytes."""
+    return hashlib.sha256(str(row["prev_hash"]).encode() + canonical_json(_body(LEGACY_FIELDS, row))).hexdigest()
 
 
 def record_values(record: AuditRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in AuditRecord.model_fields}
 
 
-def canonical_bytes(record: AuditRecord) -> bytes:
-    return canonical_row(record_values(record))
+def stored_leaf_intact(row: Mapping[str, Any]) -> bool:
+    """Whether a record's content still matches what it was committed with (its leaf hash, or its chain link)."""
+    if is_legacy(row):
+        return bool(legacy_link_hash(row) == row["hash"])
+    return row.get("leaf_hash") is not None and leaf_hash_of(row).hex() == row["leaf_hash"]
 
 
-def link_hash(record: AuditRecord) -> str:
-    return row_hash(record_values(record))
-
-
-_HEAD_FOR_UPDATE = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()  # SQLite: no FOR UPDATE
 _INSERT_RECORD = insert(RECORDS)
+_NEXT_SQLITE_SEQ = select(func.coalesce(func.max(RECORDS.c.seq), 0) + 1).scalar_subquery()
 
 
 async def append(session: AsyncSession, record: AuditRecord) -> AuditRecord:
-    """Give ``record`` the next position in the chain and insert it, inside the caller's transaction.
+    """Insert ``record``, carrying its leaf hash, inside the caller's transaction; it commits with the effect.
 
-    Whatever the caller has pending in the session is flushed first, so the record is the transaction's last write
-    and the head row stays locked only from here to the commit. The database moves the head with the insert (a
-    trigger, :mod:`server.storage.schema`), and refuses a record that does not extend the head.
+    Nothing shared is read or locked. Whatever the caller has pending in the session is flushed first, so the record
+    is the transaction's last write. The record's ``seq`` is set from the database; its ``leaf_index`` stays unset
+    until the sequencer integrates it.
     """
     await session.flush()
     connection = await session.connection()
-    head = (await connection.execute(_HEAD_FOR_UPDATE)).first()
-    if head is None:  # a database whose schema was created without the head row
-        await connection.execute(insert(HEAD).values(id=1, seq=0, hash=GENESIS_HASH))
-        seq, prev_hash = 0, GENESIS_HASH
-    else:
-        seq, prev_hash = int(head[0]), str(head[1])
-    record.seq = seq + 1
-    record.prev_hash = prev_hash
     values = record_values(record)
-    record.hash = values["hash"] = row_hash(values)
-    await connection.execute(_INSERT_RECORD, values)
+    values["leaf_index"] = None
+    values["prev_hash"] = values["hash"] = None
+    record.leaf_hash = values["leaf_hash"] = merkle_leaf_hash(canonical_json(_body(LEAF_FIELDS, values))).hex()
+    record.leaf_index = record.prev_hash = record.hash = None
+    del values["seq"]
+    if connection.dialect.name == "sqlite":
+        values["seq"] = _NEXT_SQLITE_SEQ
+        statement = _INSERT_RECORD.values(values).returning(RECORDS.c.seq)
+        record.seq = int((await connection.execute(statement)).scalar_one())
+    else:
+        record.seq = int((await connection.execute(_INSERT_RECORD.returning(RECORDS.c.seq), values)).scalar_one())
     return record

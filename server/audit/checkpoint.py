@@ -1,9 +1,14 @@
-"""Signed checkpoints of the audit chain head, kept outside the database (DESIGN.md section 6).
+"""Signed tree heads of the audit log (checkpoints), kept outside the database (RFC 9162 section 4.10 in spirit;
+DESIGN.md section 6).
 
-A checkpoint is a small JSON file naming a position in the chain, the hash there and the hash of the first record
-(which identifies the chain), signed with Ed25519 (RFC 8032) over the canonical JSON of every other field. Whoever
-can rewrite the database cannot rewrite a checkpoint already copied elsewhere, so verifying against one catches a
-truncated tail or a chain rewritten from the start.
+A signed tree head is a small JSON document naming the tree's size and root hash (RFC 9162 section 2.1.1) at a
+time, signed with Ed25519 (RFC 8032) over the canonical JSON of every other field (``mandate.audit.tree_head/1``).
+The sequencer signs one after every integration batch and stores it with the tree head; ``mandate audit
+checkpoint`` writes one to a file; every receipt carries one. Whoever can rewrite the database cannot rewrite a
+tree head already copied elsewhere, so a consistency proof from it catches a truncated or rewritten log.
+
+Checkpoints of the linear chain that came before (``mandate.audit.checkpoint/1``: a ``seq`` and the ``hash``
+there) are still read, and checked against the legacy part of the log.
 
 The signing key is a PKCS #8 PEM file apart from the database, created on first use with mode 0600 (its directory
 0700), with the public key written beside it (``<name>.pub.pem``) for auditors who should be able to verify but not
@@ -30,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from server.audit.chain import canonical_time
 
 FORMAT = "mandate.audit.checkpoint/1"
+TREE_HEAD_FORMAT = "mandate.audit.tree_head/1"
 KEY_ENVIRONMENT = "MANDATE_AUDIT_KEY"
 
 
@@ -201,3 +207,76 @@ def read_checkpoint(path: Path, public_key: Ed25519PublicKey) -> Checkpoint:
     if not isinstance(checkpoint.seq, int) or not isinstance(checkpoint.hash, str):
         raise CheckpointError(f"{path}: malformed checkpoint")
     return checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """What a signed tree head states: the log had ``size`` leaves with root ``root_hash`` at ``timestamp``."""
+
+    size: int
+    root_hash: str
+    timestamp: str
+    instance: str
+    key_id: str
+    format: str = TREE_HEAD_FORMAT
+
+    @property
+    def root(self) -> bytes:
+        return bytes.fromhex(self.root_hash)
+
+
+def sign_tree_head(
+    key: Ed25519PrivateKey, *, size: int, root_hash: str, instance: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """The signed tree head document."""
+    head = TreeHead(
+        size=size,
+        root_hash=root_hash,
+        timestamp=canonical_time(now or datetime.now(UTC)),
+        instance=instance,
+        key_id=key_id(key.public_key()),
+    )
+    fields = asdict(head)
+    signature = key.sign(_signed_bytes(fields))
+    return {**fields, "signature": base64.urlsafe_b64encode(signature).decode().rstrip("=")}
+
+
+def tree_head_from(document: object, public_key: Ed25519PublicKey, *, where: str = "tree head") -> TreeHead:
+    """The tree head in ``document`` once its signature verifies with ``public_key``; :class:`CheckpointError`
+    else."""
+    if not isinstance(document, dict) or document.get("format") != TREE_HEAD_FORMAT:
+        raise CheckpointError(f"{where}: not a {TREE_HEAD_FORMAT} signed tree head")
+    fields = dict(document)
+    signature_text = fields.pop("signature", None)
+    try:
+        head = TreeHead(**fields)
+        signature = base64.urlsafe_b64decode(str(signature_text) + "=" * (-len(str(signature_text)) % 4))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: malformed signed tree head") from None
+    if head.key_id != key_id(public_key):
+        raise CheckpointError(f"{where}: signed by key {head.key_id}, not by the key given ({key_id(public_key)})")
+    try:
+        public_key.verify(signature, _signed_bytes(asdict(head)))
+    except InvalidSignature:
+        raise CheckpointError(f"{where}: the signature does not verify: the tree head was altered") from None
+    if not isinstance(head.size, int) or head.size < 0 or not isinstance(head.root_hash, str):
+        raise CheckpointError(f"{where}: malformed signed tree head")
+    try:
+        if len(bytes.fromhex(head.root_hash)) != 32:
+            raise ValueError
+    except ValueError:
+        raise CheckpointError(f"{where}: malformed root hash") from None
+    return head
+
+
+def read_signed(path: Path, public_key: Ed25519PublicKey) -> TreeHead | Checkpoint:
+    """A signed tree head file, or a legacy chain checkpoint file, once its signature verifies."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except ValueError:
+        raise CheckpointError(f"{path}: not a checkpoint (invalid JSON)") from None
+    if isinstance(document, dict) and document.get("format") == FORMAT:
+        return read_checkpoint(path, public_key)
+    return tree_head_from(document, public_key, where=str(path))

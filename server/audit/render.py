@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.audit.chain import canonical_time, row_hash
+from server.audit.chain import canonical_time, is_legacy, stored_leaf_intact
 from server.audit.query import AuditRow
 from server.display import escape_text, json_text
 
@@ -86,6 +86,8 @@ def detail_lines(row: AuditRow) -> list[str]:
         else:
             shown = escape_text(value)
         lines.append(f"{key:<{width}}  {shown}")
-    intact = row_hash(row) == row["hash"]
-    lines.append(f"{'integrity':<{width}}  {'hash matches content' if intact else 'HASH DOES NOT MATCH CONTENT'}")
+    what = "legacy chain hash" if is_legacy(row) else "leaf hash"
+    intact = f"{what} matches content" if stored_leaf_intact(row) else f"{what.upper()} DOES NOT MATCH CONTENT"
+    position = "not integrated yet" if row["leaf_index"] is None else f"leaf {row['leaf_index']}"
+    lines.append(f"{'integrity':<{width}}  {intact}; {position}")
     return lines

@@ -1,94 +1,134 @@
-"""Verifying the audit trail: recompute the hash chain and name the first bad record (DESIGN.md section 6).
+"""Verifying the audit log: recompute every leaf and the tree, and name the first thing that does not hold (RFC 9162
+section 2.1; docs/audit.md, "Verifying").
 
-Records are streamed in ``seq`` order in batches, each read in a short transaction of its own (so a long verify
-never holds a lock writers need), as plain rows rather than ORM objects. Each record must sit at the next position,
-link to the hash of the record before, and carry the hash of its own content. What breaks first is reported:
+Integrated records are streamed in ``leaf_index`` order in batches, each read in a short transaction of its own (so
+a long verify never holds a lock writers need), as plain rows. Each record must sit at the next leaf index and hash
+to the leaf it was committed with; records of the legacy linear chain must also link to the one before, and come
+first. The tree is rebuilt from the leaves (a compact range) and its root compared with every stored tree head on
+the way and with the latest; against a signed tree head kept outside the database (``--checkpoint``) the log must
+have reached that size with that root, and a consistency proof from the stored tree must verify too. What breaks
+first is reported:
 
-- ``altered``: a record's content no longer matches its hash (a flipped byte, a swapped or renumbered record);
-- ``missing``: positions are absent (a deleted record, or a truncated tail that the head still remembers);
-- ``inserted``: a record links past the one before it to an earlier record, so those in between were inserted;
-- ``replaced``: a record is self-consistent but the next one was chained to a different record in its place;
-- ``beyond_head``: records exist after the position the chain head names;
-- ``head_mismatch``: the chain head names a hash the last record does not have;
-- ``truncated`` / ``checkpoint_mismatch``: against a signed checkpoint, the chain is shorter than it was, or the
-  record at the checkpointed position is not the one that was signed.
+- ``altered``: a record's content no longer matches its leaf hash (or its legacy chain link);
+- ``missing``: leaf indices are absent (a deleted record, or a truncated tail that the tree head still counts);
+- ``inserted``: a legacy chain record links past the one before it, or comes after the first Merkle leaf;
+- ``tree_mismatch``: the leaves do not produce a stored tree head's root: records were reordered, replaced or
+  inserted with their positions rewritten;
+- ``beyond_head``: integrated records exist beyond the latest tree head (or below leaf 0);
+- ``truncated`` / ``checkpoint_mismatch``: against a signed tree head, the log is shorter than it was, or it does
+  not extend it (a forked history);
+- ``not_integrated``: a record still has no position long after it was written (the sequencer is down, or the
+  record was slipped past it); ``effect_unrecorded`` / ``effect_not_integrated``: an effect row (a refund, a
+  cancellation, an account change) whose audit record is missing, or was never integrated in time.
 
-The chain is checked up to the head as it was when verification started; records appended meanwhile are left for
-the next run.
+The log is checked up to the latest tree head as it was when verification started; records integrated meanwhile
+are left for the next run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import Column, ColumnElement, Table, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.audit.chain import HASHED_FIELDS, HEAD, RECORDS, canonical_values
+from server.audit.chain import HEAD, LEAF_FIELDS, LEGACY_FIELDS, RECORDS, canonical_json, canonical_time
+from server.audit.checkpoint import Checkpoint, TreeHead
+from server.audit.merkle import CompactRange, ProofError, leaf_hash, verify_consistency
 from server.audit.models import GENESIS_HASH
+from server.audit.tree import HEADS, StoredHead, consistency_proof, latest_head
 from server.storage.database import Database
 
 Problem = Literal[
     "altered",
     "missing",
     "inserted",
-    "replaced",
+    "tree_mismatch",
     "beyond_head",
-    "head_mismatch",
     "truncated",
     "checkpoint_mismatch",
-    "before_start",
+    "not_integrated",
+    "effect_unrecorded",
+    "effect_not_integrated",
 ]
 ProgressCallback = Callable[[int, int], None]
 """Called with (records checked, records to check) after every batch."""
 
 BATCH_SIZE = 5000
-_RECENT = 4096  # how many recent hashes are remembered to tell an insertion from a deletion
 
-_COLUMNS = [RECORDS.c[name] for name in HASHED_FIELDS] + [RECORDS.c.hash]
-_N = len(HASHED_FIELDS)
-_SEQ = HASHED_FIELDS.index("seq")
-_ID = HASHED_FIELDS.index("id")
-_PREV = HASHED_FIELDS.index("prev_hash")
+_FIELDS = sorted({*LEAF_FIELDS, *LEGACY_FIELDS, "hash", "leaf_hash", "leaf_index"})
+_COLUMNS = [RECORDS.c[name] for name in _FIELDS]
+_AT = _FIELDS.index("at")
+_ID = _FIELDS.index("id")
+_LEAF_INDEX = _FIELDS.index("leaf_index")
+_LEAF_HASH = _FIELDS.index("leaf_hash")
+_HASH = _FIELDS.index("hash")
+_SEQ = _FIELDS.index("seq")
+_PREV = _FIELDS.index("prev_hash")
+_LEAF_POS = [_FIELDS.index(name) for name in LEAF_FIELDS]
+_LEGACY_POS = [_FIELDS.index(name) for name in LEGACY_FIELDS]
+_LEGACY_LEAF_POS = [_FIELDS.index(name) for name in sorted((*LEGACY_FIELDS, "hash"))]
+_LEGACY_LEAF_NAMES = sorted((*LEGACY_FIELDS, "hash"))
 
 
 @dataclass(frozen=True, slots=True)
-class ChainBreak:
-    """The first place the chain is broken: the position, the record there (when there is one), and why."""
+class LogBreak:
+    """The first thing found wrong: where (a leaf index, or a record), which record, and why."""
 
-    seq: int
+    leaf_index: int | None
     record_id: str | None
     problem: Problem
     detail: str
 
     def describe(self) -> str:
-        where = f"seq {self.seq}" + (f" ({self.record_id})" if self.record_id else "")
-        return f"first bad record: {where}: {self.problem}: {self.detail}"
+        where = f"leaf {self.leaf_index}" if self.leaf_index is not None else "record"
+        where += f" ({self.record_id})" if self.record_id else ""
+        return f"first problem: {where}: {self.problem}: {self.detail}"
+
+
+ChainBreak = LogBreak
 
 
 @dataclass(frozen=True, slots=True)
-class Anchor:
-    """A trusted position: from a signed checkpoint."""
+class EffectSource:
+    """A table of effects whose rows name the audit record that caused them (given by the tool catalog)."""
 
-    seq: int
-    hash: str
+    kind: str
+    table: Table
+    id_column: str
+    audit_column: str
+    only: ColumnElement[bool] | None = None
+    """Which rows are effects (all when ``None``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    """The consistency proof from a signed tree head to the latest one, checked (RFC 9162 section 2.1.4.2)."""
+
+    old_size: int
+    new_size: int
+    proof_length: int
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     records: int
-    last_seq: int
-    last_hash: str
-    head_seq: int
+    legacy_records: int
+    tree_size: int
+    root_hash: str
+    heads_checked: int
+    pending: int
     seconds: float
-    first_break: ChainBreak | None
-    anchor: Anchor | None = None
+    first_break: LogBreak | None
+    anchor: TreeHead | Checkpoint | None = None
+    consistency: Consistency | None = None
+    effects_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -99,90 +139,95 @@ class VerifyReport:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
 
+@dataclass(slots=True)
 class _Walker:
-    """The chain state as records stream past."""
+    """The tree and the legacy chain as records stream past in leaf order."""
 
-    def __init__(self, anchor_seq: int | None = None) -> None:
-        self.anchor_seq = anchor_seq
-        self.at_anchor: tuple[str, str | None] | None = None
-        """(hash, id) of the record at the anchor's position, once passed."""
-        self.expected = 1
-        self.prev_hash = GENESIS_HASH
-        self.prev_id: str | None = None
-        self.recent: OrderedDict[str, tuple[int, str]] = OrderedDict()
-        self.count = 0
+    head_roots: dict[int, str]
+    anchor_size: int | None
+    tree: CompactRange = field(default_factory=CompactRange)
+    legacy_seq: int = 0
+    legacy_hash: str = GENESIS_HASH
+    legacy_done: bool = False
+    last_good_head: int = 0
+    heads_checked: int = 0
+    anchor_root: bytes | None = None
+    recent_legacy: dict[str, int] = field(default_factory=dict[str, int])
 
-    def step(self, row: Any) -> ChainBreak | None:
-        seq, record_id, prev_hash, stored = int(row[_SEQ]), str(row[_ID]), str(row[_PREV]), str(row[_N])
-        if seq != self.expected:
-            gap = f"{self.expected}" if seq == self.expected + 1 else f"{self.expected} to {seq - 1}"
-            detail = f"seq {gap} absent (deleted?); the next record is seq {seq} ({record_id})"
-            return ChainBreak(self.expected, None, "missing", detail)
-        if prev_hash != self.prev_hash:
-            earlier = self.recent.get(prev_hash)
-            if earlier is not None and earlier[0] < seq - 1:
-                first_inserted = earlier[0] + 1
-                inserted_id = next((rid for s, rid in self.recent.values() if s == first_inserted), None)
-                span = f"seq {first_inserted}" if first_inserted == seq - 1 else f"seq {first_inserted} to {seq - 1}"
-                detail = f"seq {seq} ({record_id}) links to seq {earlier[0]}, so {span} came in between"
-                return ChainBreak(first_inserted, inserted_id, "inserted", detail)
-        computed = hashlib.sha256(prev_hash.encode() + canonical_values(row[:_N])).hexdigest()
-        if computed != stored:
-            return ChainBreak(seq, record_id, "altered", "its content does not match its hash")
-        if prev_hash != self.prev_hash:
-            return ChainBreak(
-                seq - 1,
-                self.prev_id,
-                "replaced",
-                f"seq {seq} ({record_id}) was chained to a different record at seq {seq - 1}",
+    def step(self, row: Sequence[Any]) -> LogBreak | None:
+        index, record_id = int(row[_LEAF_INDEX]), str(row[_ID])
+        expected = self.tree.size
+        if index != expected:
+            gap = f"{expected}" if index == expected + 1 else f"{expected} to {index - 1}"
+            return LogBreak(expected, None, "missing", f"leaf {gap} absent (deleted?); the next is leaf {index}")
+        values = list(row)
+        values[_AT] = canonical_time(values[_AT])
+        if row[_HASH] is not None and row[_LEAF_HASH] is None:
+            problem = self._legacy(values, index, record_id)
+            if problem is not None:
+                return problem
+            leaf = leaf_hash(
+                canonical_json(dict(zip(_LEGACY_LEAF_NAMES, [values[i] for i in _LEGACY_LEAF_POS], strict=True)))
             )
-        self.recent[stored] = (seq, record_id)
-        if len(self.recent) > _RECENT:
-            self.recent.popitem(last=False)
-        self.prev_hash, self.prev_id = stored, record_id
-        if seq == self.anchor_seq:
-            self.at_anchor = (stored, record_id)
-        self.expected += 1
-        self.count += 1
+        else:
+            self.legacy_done = True
+            leaf = leaf_hash(canonical_json(dict(zip(LEAF_FIELDS, [values[i] for i in _LEAF_POS], strict=True))))
+            if row[_LEAF_HASH] is None or leaf.hex() != row[_LEAF_HASH]:
+                return LogBreak(index, record_id, "altered", "its content does not match its leaf hash")
+        self.tree.append(leaf)
+        size = self.tree.size
+        if size == self.anchor_size:
+            self.anchor_root = self.tree.root()
+        stored = self.head_roots.get(size)
+        if stored is not None:
+            self.heads_checked += 1
+            if self.tree.root().hex() != stored:
+                detail = (
+                    f"leaves {self.last_good_head} to {size - 1} do not produce the tree head of size {size}: "
+                    "records were reordered, replaced or renumbered in that range"
+                )
+                return LogBreak(self.last_good_head, None, "tree_mismatch", detail)
+            self.last_good_head = size
+        return None
+
+    def _legacy(self, values: list[Any], index: int, record_id: str) -> LogBreak | None:
+        if self.legacy_done:
+            return LogBreak(index, record_id, "inserted", "a legacy chain record after the Merkle log began")
+        seq, prev = int(values[_SEQ]), str(values[_PREV])
+        body = dict(zip(LEGACY_FIELDS, [values[i] for i in _LEGACY_POS], strict=True))
+        computed = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
+        if computed != values[_HASH]:
+            return LogBreak(index, record_id, "altered", "its content does not match its legacy chain hash")
+        if prev != self.legacy_hash:
+            earlier = self.recent_legacy.get(prev)
+            if earlier is not None:
+                detail = f"legacy seq {seq} links to seq {earlier}, so the records in between were inserted"
+                return LogBreak(index, record_id, "inserted", detail)
+            return LogBreak(index, record_id, "altered", f"legacy seq {seq} does not link to the record before it")
+        if seq != self.legacy_seq + 1:
+            return LogBreak(index, record_id, "missing", f"legacy seq {self.legacy_seq + 1} absent before seq {seq}")
+        self.legacy_seq, self.legacy_hash = seq, str(values[_HASH])
+        self.recent_legacy[self.legacy_hash] = seq
+        if len(self.recent_legacy) > 4096:
+            self.recent_legacy.pop(next(iter(self.recent_legacy)))
         return None
 
 
-async def _head(db: Database) -> tuple[int, str]:
-    async with db.engine.connect() as connection:
-        row = (await connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
-    return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS_HASH)
-
-
-async def _first_below_start(db: Database) -> tuple[int, str] | None:
-    """The record with the lowest position below 1, if any: the chain starts at seq 1, so it was written around it
-    (readers that list by time would show it; the walk from seq 1 would never meet it)."""
-    first = select(func.min(RECORDS.c.seq)).where(RECORDS.c.seq < 1).scalar_subquery()
-    async with db.engine.connect() as connection:
-        row = (await connection.execute(select(RECORDS.c.seq, RECORDS.c.id).where(RECORDS.c.seq == first))).first()
-    return (int(row[0]), str(row[1])) if row is not None else None
-
-
-async def _first_beyond(db: Database) -> tuple[int, str] | None:
-    """The first record after the head's current position, if any (one statement, so one consistent view)."""
-    head_seq = select(HEAD.c.seq).where(HEAD.c.id == 1).scalar_subquery()
-    first = select(func.min(RECORDS.c.seq)).where(RECORDS.c.seq > head_seq).scalar_subquery()
-    async with db.engine.connect() as connection:
-        row = (await connection.execute(select(RECORDS.c.seq, RECORDS.c.id).where(RECORDS.c.seq == first))).first()
-    return (int(row[0]), str(row[1])) if row is not None else None
-
-
 async def _batch(db: Database, after: int, until: int) -> list[Any]:
-    """The records with ``after < seq <= until``: a range of positions, so every batch is one short index range
-    (a ``LIMIT`` over an open range lets a planner without statistics sort the whole rest of the table)."""
-    query = select(*_COLUMNS).where(RECORDS.c.seq > after, RECORDS.c.seq <= until).order_by(RECORDS.c.seq)
+    """The records with ``after <= leaf_index < until``: one short index range per batch."""
+    query = (
+        select(*_COLUMNS)
+        .where(RECORDS.c.leaf_index >= after, RECORDS.c.leaf_index < until)
+        .order_by(RECORDS.c.leaf_index)
+    )
     async with db.engine.connect() as connection:
         return list((await connection.execute(query)).all())
 
 
 async def _walk(
     db: Database, walker: _Walker, upto: int, batch_size: int, progress: ProgressCallback | None
-) -> ChainBreak | None:
-    """Feed the walker every record up to ``upto``; the next batch is read while this one is hashed."""
+) -> LogBreak | None:
+    """Feed the walker every record below leaf ``upto``; the next batch is read while this one is hashed."""
     send, receive = anyio.create_memory_object_stream[list[Any] | SQLAlchemyError](1)
 
     async def read() -> None:
@@ -204,7 +249,7 @@ async def _walk(
                     return
                 after = until
 
-    first_break: ChainBreak | None = None
+    first_break: LogBreak | None = None
     failure: SQLAlchemyError | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(read)
@@ -220,70 +265,198 @@ async def _walk(
                 if first_break is not None:
                     break
                 if progress is not None:
-                    progress(walker.count, upto)
+                    progress(walker.tree.size, upto)
     if failure is not None:
         raise failure
     return first_break
 
 
-async def verify_chain(
+async def _head_roots(db: Database) -> dict[int, str]:
+    async with db.engine.connect() as connection:
+        return {int(row[0]): str(row[1]) for row in await connection.execute(select(HEADS.c.size, HEADS.c.root_hash))}
+
+
+async def _latest(db: Database) -> StoredHead | None:
+    async with db.engine.connect() as connection:
+        return await latest_head(connection)
+
+
+async def _first_outside(db: Database, size: int) -> tuple[int, str] | None:
+    """The first integrated record outside ``[0, size)``: beyond the tree head, or below leaf 0 (written around the
+    sequencer; readers that list by time would show it, the walk from leaf 0 would never meet it)."""
+    outside = or_(RECORDS.c.leaf_index >= size, RECORDS.c.leaf_index < 0)
+    first = select(func.min(RECORDS.c.leaf_index)).where(outside).scalar_subquery()
+    async with db.engine.connect() as connection:
+        query = select(RECORDS.c.leaf_index, RECORDS.c.id).where(RECORDS.c.leaf_index == first)
+        row = (await connection.execute(query)).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+async def _pending(db: Database, before: datetime) -> tuple[int, tuple[str, datetime] | None]:
+    """How many records are unintegrated, and the oldest one written before ``before``."""
+    async with db.engine.connect() as connection:
+        count = (
+            await connection.execute(select(func.count()).select_from(RECORDS).where(RECORDS.c.leaf_index.is_(None)))
+        ).scalar_one()
+        query = (
+            select(RECORDS.c.id, RECORDS.c.at)
+            .where(RECORDS.c.leaf_index.is_(None), RECORDS.c.at < before)
+            .order_by(RECORDS.c.seq)
+            .limit(1)
+        )
+        stale = (await connection.execute(query)).first()
+    return int(count), ((str(stale[0]), stale[1]) if stale is not None else None)
+
+
+async def _check_effects(
+    db: Database, sources: Sequence[EffectSource], before: datetime
+) -> tuple[int, LogBreak | None]:
+    """Every effect row must name an existing record, integrated unless written after ``before``."""
+    checked = 0
+    async with db.engine.connect() as connection:
+        for source in sources:
+            audit: Column[Any] = source.table.c[source.audit_column]
+            ident: Column[Any] = source.table.c[source.id_column]
+            only = [source.only] if source.only is not None else []
+            counted = select(func.count()).select_from(source.table).where(*only)
+            checked += int((await connection.execute(counted)).scalar_one())
+            record = RECORDS.alias("cause")
+            joined = source.table.outerjoin(record, record.c.id == audit)
+            query = (
+                select(ident, audit, record.c.id, record.c.at)
+                .select_from(joined)
+                .where(
+                    *only,
+                    or_(
+                        audit.is_(None),
+                        record.c.id.is_(None),
+                        and_(record.c.leaf_index.is_(None), record.c.at < before),
+                    ),
+                )
+                .order_by(ident)
+                .limit(1)
+            )
+            bad = (await connection.execute(query)).first()
+            if bad is None:
+                continue
+            what = f"{source.kind} {bad[0]}"
+            if bad[1] is None:
+                return checked, LogBreak(None, None, "effect_unrecorded", f"{what} names no audit record")
+            if bad[2] is None:
+                detail = f"{what} names audit record {bad[1]}, which does not exist (deleted before integration?)"
+                return checked, LogBreak(None, str(bad[1]), "effect_unrecorded", detail)
+            detail = f"{what}: its audit record, written {canonical_time(bad[3])}, was never integrated into the log"
+            return checked, LogBreak(None, str(bad[1]), "effect_not_integrated", detail)
+    return checked, None
+
+
+async def _legacy_checks(db: Database, walker: _Walker) -> LogBreak | None:
+    """The legacy chain must end where its frozen head says, and no legacy record may be left outside the tree."""
+    async with db.engine.connect() as connection:
+        head = (await connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
+        outside = (
+            await connection.execute(
+                select(RECORDS.c.id).where(RECORDS.c.hash.is_not(None), RECORDS.c.leaf_index.is_(None)).limit(1)
+            )
+        ).first()
+    if outside is not None:
+        return None  # not integrated yet (just upgraded): the next run checks it
+    if head is not None and int(head[0]) > 0:
+        head_seq, head_hash = int(head[0]), str(head[1])
+        if walker.legacy_seq < head_seq:
+            detail = f"the legacy chain head names seq {head_seq} but its last record is seq {walker.legacy_seq}"
+            return LogBreak(None, None, "missing", detail)
+        if walker.legacy_hash != head_hash:
+            return LogBreak(None, None, "altered", "the legacy chain head names another hash than its last record")
+    return None
+
+
+async def verify_log(
     db: Database,
     *,
-    anchor: Anchor | None = None,
+    anchor: TreeHead | Checkpoint | None = None,
+    effects: Sequence[EffectSource] = (),
+    deadline_seconds: float = 60.0,
+    now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
-    """Recompute the whole chain up to the current head; check it against ``anchor`` (a signed checkpoint) too."""
+    """Recompute the whole log up to the latest tree head; check it against ``anchor`` (a signed tree head, or a
+    checkpoint of the legacy chain) and the effects' records too."""
     started = time.perf_counter()
-    head_seq, head_hash = await _head(db)
-    walker = _Walker(anchor.seq if anchor is not None else None)
-    first_break = await _walk(db, walker, head_seq, batch_size, progress)
-    last_seq = walker.expected - 1
-    if first_break is None and last_seq < head_seq:
-        first_break = ChainBreak(
-            last_seq + 1, None, "missing", f"the head names seq {head_seq} but the last record is seq {last_seq}"
-        )
-    if first_break is None and last_seq == head_seq and walker.prev_hash != head_hash:
-        first_break = ChainBreak(head_seq, walker.prev_id, "head_mismatch", "the chain head names another hash")
+    latest = await _latest(db)
+    size = latest.size if latest is not None else 0
+    head_roots = await _head_roots(db)
+    tree_anchor = anchor if isinstance(anchor, TreeHead) else None
+    walker = _Walker(head_roots, tree_anchor.size if tree_anchor is not None else None)
+    first_break = await _walk(db, walker, size, batch_size, progress)
+    if first_break is None and walker.tree.size < size:
+        detail = f"the tree head counts {size} leaves but the last record is leaf {walker.tree.size - 1}"
+        first_break = LogBreak(walker.tree.size, None, "missing", detail)
     if first_break is None:
-        beyond = await _first_beyond(db)
-        if beyond is not None:
-            first_break = ChainBreak(
-                beyond[0], beyond[1], "beyond_head", "a record lies after the chain head (written around the chain?)"
-            )
-    if first_break is None and anchor is not None:
-        first_break = _against_anchor(anchor, last_seq, walker.at_anchor)
-    below = await _first_below_start(db)
-    if below is not None:  # the lowest position of all: it is the first bad record, whatever else was found
-        first_break = ChainBreak(
-            below[0], below[1], "before_start", "a record lies before the chain's first position (written around it?)"
+        outside = await _first_outside(db, size)
+        if outside is not None:
+            where = "beyond the tree head" if outside[0] >= size else "below the tree's first leaf"
+            first_break = LogBreak(outside[0], outside[1], "beyond_head", f"an integrated record {where}")
+    if first_break is None:
+        first_break = await _legacy_checks(db, walker)
+    consistency = None
+    if first_break is None and isinstance(anchor, Checkpoint):
+        first_break = _against_legacy(anchor, walker)
+    if first_break is None and tree_anchor is not None and latest is not None:
+        first_break, consistency = await _against_tree_head(db, tree_anchor, walker, latest)
+    elif first_break is None and tree_anchor is not None and tree_anchor.size > 0:
+        first_break = LogBreak(
+            None, None, "truncated", f"the signed tree head has {tree_anchor.size} leaves; the log none"
         )
+    moment = now or datetime.now(UTC)
+    before = moment - timedelta(seconds=deadline_seconds)
+    effects_checked = 0
+    if effects:  # an effect's record first: it says what the missing record was for
+        effects_checked, effect_break = await _check_effects(db, effects, before)
+        first_break = first_break or effect_break
+    pending, stale = await _pending(db, before)
+    if first_break is None and stale is not None:
+        detail = f"written {canonical_time(stale[1])}, still without a log position after {deadline_seconds:g} s"
+        first_break = LogBreak(None, stale[0], "not_integrated", detail)
     return VerifyReport(
-        records=walker.count,
-        last_seq=last_seq,
-        last_hash=walker.prev_hash,
-        head_seq=head_seq,
+        records=walker.tree.size,
+        legacy_records=walker.legacy_seq,
+        tree_size=size,
+        root_hash=walker.tree.root().hex(),
+        heads_checked=walker.heads_checked,
+        pending=pending,
         seconds=time.perf_counter() - started,
         first_break=first_break,
         anchor=anchor,
+        consistency=consistency,
+        effects_checked=effects_checked,
     )
 
 
-def _against_anchor(anchor: Anchor, last_seq: int, at_anchor: tuple[str, str | None] | None) -> ChainBreak | None:
-    if anchor.seq > last_seq:
-        return ChainBreak(
-            last_seq + 1,
-            None,
-            "truncated",
-            f"the checkpoint was signed at seq {anchor.seq} but the chain ends at seq {last_seq}: "
-            f"seq {last_seq + 1} to {anchor.seq} are missing",
-        )
-    if anchor.seq > 0 and (at_anchor is None or at_anchor[0] != anchor.hash):
-        return ChainBreak(
-            anchor.seq,
-            at_anchor[1] if at_anchor else None,
-            "checkpoint_mismatch",
-            "the record at the checkpointed position is not the one that was signed (the chain was rewritten "
-            "up to here)",
-        )
+verify_chain = verify_log
+
+
+def _against_legacy(anchor: Checkpoint, walker: _Walker) -> LogBreak | None:
+    if anchor.seq > walker.legacy_seq:
+        detail = f"the legacy checkpoint was signed at seq {anchor.seq}; the chain ends at seq {walker.legacy_seq}"
+        return LogBreak(None, None, "truncated", detail)
     return None
+
+
+async def _against_tree_head(
+    db: Database, anchor: TreeHead, walker: _Walker, latest: StoredHead
+) -> tuple[LogBreak | None, Consistency | None]:
+    if anchor.size > latest.size:
+        detail = f"the signed tree head has {anchor.size} leaves but the log only {latest.size}: leaves were removed"
+        return LogBreak(latest.size, None, "truncated", detail), None
+    if anchor.size > 0 and walker.anchor_root != anchor.root:
+        detail = f"the log's first {anchor.size} leaves do not produce the signed root: its history was rewritten"
+        return LogBreak(None, None, "checkpoint_mismatch", detail), None
+    async with db.engine.connect() as connection:
+        proof = await consistency_proof(connection, anchor.size, latest.size)
+    try:
+        verify_consistency(anchor.size, anchor.root, latest.size, latest.root, proof)
+    except ProofError as exc:
+        return LogBreak(None, None, "checkpoint_mismatch", f"the consistency proof fails: {exc}"), None
+    return None, Consistency(anchor.size, latest.size, len(proof))

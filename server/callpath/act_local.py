@@ -20,6 +20,7 @@ from scopes.policy import Decision
 from server import idempotency, ledger
 from server.audit import chain
 from server.audit.models import AuditRecord
+from server.audit.receipt import with_receipt
 from server.auth.principal import Principal
 from server.callpath import guard
 from server.callpath.admit import Admitted
@@ -52,7 +53,7 @@ async def act_local(
         outcome = decided_outcome("allow", "succeeded", decision, result_summary(result), ctx.customer_id)
         outcome.approval_id = ctx.approval_id
         await chain.append(session, record(outcome))
-        answer = success_result(result)
+        answer = success_result(result) if spec.read_only else with_receipt(success_result(result), ctx.audit_id)
         if claimed is not None:  # the stored answer commits with the effect, or neither does
             await idempotency.complete(session, claimed, answer, ctx.audit_id)
         return answer

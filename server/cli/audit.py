@@ -1,8 +1,11 @@
 """``mandate audit``: verify, checkpoint, tail, show, export and trace the audit trail (DESIGN.md section 6).
 
-- ``verify [--checkpoint FILE]`` recomputes the hash chain and names the first bad record (exit 1 when broken);
-- ``checkpoint`` verifies, then signs the chain head with the Ed25519 key file (``--key``; created 0600 on first
-  use) and writes the checkpoint to a file outside the database;
+- ``verify [--checkpoint FILE]`` recomputes the Merkle log (and the legacy chain before it), checks that every
+  effect names an integrated record, and names the first problem (exit 1); against a signed tree head it checks
+  that the log extends it (a consistency proof);
+- ``checkpoint`` integrates what is pending, verifies, then signs the tree head with the Ed25519 key file
+  (``--key``; created 0600 on first use) and writes it to a file outside the database;
+- ``prove``, ``verify-proof``, ``consistency`` and ``integrate``: :mod:`server.cli.audit_proofs`;
 - ``tail [--follow]``, ``show ID`` and ``export --format jsonl`` read records, filtered by principal, tool,
   decision, outcome, customer and time;
 - ``lineage`` goes from a refund, an order or an account change to the record that caused it, its principal, its
@@ -26,10 +29,14 @@ from sqlalchemy.exc import DBAPIError
 
 from server.audit import checkpoint as checkpoints
 from server.audit.lineage import Effect, Trail, activity_of, trail_of
+from server.audit.merkle import EMPTY_ROOT
 from server.audit.progress import ProgressBar
 from server.audit.query import AuditFilter, AuditRow, BadQuery, page_newest_first, parse_time, record_by_id, rows_after
 from server.audit.render import detail_lines, export_line, summary_line
-from server.audit.verify import Anchor, VerifyReport, verify_chain
+from server.audit.sequencer import integrate_now
+from server.audit.tree import latest_head
+from server.audit.verify import EffectSource, VerifyReport, verify_log
+from server.cli import audit_proofs
 from server.cli.common import CommandError
 from server.config import Settings
 from server.display import escape_text, json_text
@@ -75,33 +82,64 @@ def _key_path(args: argparse.Namespace, settings: Settings) -> Path:
 # --- verify and checkpoint ------------------------------------------------------------------------------------
 
 
-def _report_text(report: VerifyReport, checkpoint: checkpoints.Checkpoint | None) -> str:
+def _report_text(report: VerifyReport) -> str:
     if report.first_break is not None:
-        return f"AUDIT CHAIN BROKEN: {report.first_break.describe()}"
+        return f"AUDIT LOG BROKEN: {report.first_break.describe()}"
+    legacy = f" ({report.legacy_records:,} from the legacy chain)" if report.legacy_records else ""
     lines = [
-        f"audit chain intact: {report.records:,} records (seq 1 to {report.last_seq}), head {report.last_hash[:16]}; "
-        f"checked in {report.seconds:.2f} s ({report.rate:,.0f} records/s)"
+        f"audit log intact: {report.records:,} records{legacy}, tree size {report.tree_size:,}, root "
+        f"{report.root_hash[:16]}; {report.heads_checked:,} tree heads matched; {report.pending:,} awaiting "
+        f"integration; checked in {report.seconds:.2f} s ({report.rate:,.0f} records/s)"
     ]
-    if checkpoint is not None:
+    if report.effects_checked:
+        lines.append(f"{report.effects_checked:,} effects each name an integrated audit record")
+    anchor = report.anchor
+    if isinstance(anchor, checkpoints.TreeHead) and report.consistency is not None:
+        c = report.consistency
         lines.append(
-            f"matches the checkpoint at seq {checkpoint.seq} signed {checkpoint.signed_at} with key {checkpoint.key_id}"
+            f"extends the signed tree head of size {anchor.size:,} ({anchor.timestamp}, key {anchor.key_id}): "
+            f"consistency proof {c.old_size:,} -> {c.new_size:,} of {c.proof_length} hashes verified"
         )
+    elif isinstance(anchor, checkpoints.Checkpoint):
+        lines.append(f"the legacy chain reaches the checkpoint at seq {anchor.seq} signed {anchor.signed_at}")
     return "\n".join(lines)
 
 
+def _effect_sources() -> list[EffectSource]:
+    """The store's effect rows, and the external effects' intents (the decision's record, and once resolved the
+    outcome's)."""
+    from server.effects.models import EffectIntent
+    from tools import audit as store
+
+    intents = EffectIntent.__table__  # type: ignore[attr-defined]
+    return [
+        *store.effect_sources(),
+        EffectSource("external intent", intents, "id", "audit_id"),
+        EffectSource(
+            "external outcome", intents, "id", "outcome_audit_id", only=intents.c.outcome_audit_id.is_not(None)
+        ),
+    ]
+
+
 async def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    checkpoint = None
+    anchor: checkpoints.TreeHead | checkpoints.Checkpoint | None = None
     if args.checkpoint:
         try:
             public_key = checkpoints.load_verification_key(_key_path(args, settings))
-            checkpoint = checkpoints.read_checkpoint(Path(args.checkpoint), public_key)
+            anchor = checkpoints.read_signed(Path(args.checkpoint), public_key)
         except checkpoints.CheckpointError as exc:
             raise CommandError(str(exc)) from None
-    anchor = Anchor(checkpoint.seq, checkpoint.hash) if checkpoint else None
     bar = ProgressBar(sys.stderr, label="verifying", enabled=args.progress or sys.stderr.isatty())
     async with _database(settings) as db:
         try:
-            report = await verify_chain(db, anchor=anchor, batch_size=args.batch_size, progress=bar)
+            report = await verify_log(
+                db,
+                anchor=anchor,
+                effects=_effect_sources(),
+                deadline_seconds=settings.audit.integration_deadline_seconds,
+                batch_size=args.batch_size,
+                progress=bar,
+            )
         finally:
             bar.close()
     if args.json:
@@ -111,19 +149,33 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> int:
                 {
                     "ok": report.ok,
                     "records": report.records,
-                    "last_seq": report.last_seq,
-                    "last_hash": report.last_hash,
-                    "head_seq": report.head_seq,
+                    "legacy_records": report.legacy_records,
+                    "tree_size": report.tree_size,
+                    "root_hash": report.root_hash,
+                    "heads_checked": report.heads_checked,
+                    "pending": report.pending,
+                    "effects_checked": report.effects_checked,
                     "seconds": round(report.seconds, 3),
-                    "checkpoint": {"seq": checkpoint.seq, "hash": checkpoint.hash} if checkpoint else None,
+                    "consistency": None
+                    if report.consistency is None
+                    else {
+                        "old_size": report.consistency.old_size,
+                        "new_size": report.consistency.new_size,
+                        "proof_length": report.consistency.proof_length,
+                    },
                     "first_break": None
                     if brk is None
-                    else {"seq": brk.seq, "record_id": brk.record_id, "problem": brk.problem, "detail": brk.detail},
+                    else {
+                        "leaf_index": brk.leaf_index,
+                        "record_id": brk.record_id,
+                        "problem": brk.problem,
+                        "detail": brk.detail,
+                    },
                 }
             )
         )
     else:
-        print(_report_text(report, checkpoint))
+        print(_report_text(report))
     return 0 if report.ok else EXIT_BROKEN
 
 
@@ -139,25 +191,18 @@ async def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     if created:
         print(f"created the checkpoint signing key {_key_path(args, settings)} (mode 0600)", file=sys.stderr)
     async with _database(settings) as db:
-        report = await verify_chain(db)
+        await integrate_now(db, instance=settings.instance, key=key)
+        report = await verify_log(db, deadline_seconds=settings.audit.integration_deadline_seconds)
         if not report.ok and not args.no_verify:
-            print(f"not signing: {_report_text(report, None)}", file=sys.stderr)
+            print(f"not signing: {_report_text(report)}", file=sys.stderr)
             return EXIT_BROKEN
-        async with db.session() as session:
-            last = await record_by_id(session, str(report.last_seq)) if report.last_seq else None
-            first = await record_by_id(session, "1") if report.last_seq else None
-    document = checkpoints.sign_checkpoint(
-        key,
-        seq=report.last_seq,
-        hash=report.last_hash,
-        record_id=str(last["id"]) if last else None,
-        record_at=last["at"] if last else None,
-        first_hash=str(first["hash"]) if first else None,
-        instance=settings.instance,
-    )
-    default = settings.data_dir / "audit-checkpoints" / f"checkpoint-{report.last_seq:012d}.json"
+        async with db.engine.connect() as connection:
+            head = await latest_head(connection)
+    size, root = (head.size, head.root_hash) if head is not None else (0, EMPTY_ROOT.hex())
+    document = checkpoints.sign_tree_head(key, size=size, root_hash=root, instance=settings.instance)
+    default = settings.data_dir / "audit-checkpoints" / f"tree-head-{size:012d}.json"
     path = checkpoints.write_checkpoint(Path(args.out) if args.out else default, document)
-    print(f"signed checkpoint at seq {report.last_seq} (hash {report.last_hash[:16]}) written to {path}")
+    print(f"signed tree head of size {size} (root {root[:16]}) written to {path}")
     return 0
 
 
@@ -354,21 +399,25 @@ def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="verify, checkpoint, read and trace the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
 
-    verify = audit_sub.add_parser("verify", help="recompute the hash chain and name the first bad record")
+    verify = audit_sub.add_parser("verify", help="recompute the Merkle log and name the first problem")
     _add_database_options(verify)
     _add_key_option(verify)
-    verify.add_argument("--checkpoint", help="a signed checkpoint file to check the chain against (catches truncation)")
+    verify.add_argument(
+        "--checkpoint", help="a signed tree head file: check that the log still extends it (catches a forked history)"
+    )
     verify.add_argument("--progress", action="store_true", help="show a progress bar on stderr even when not a TTY")
     verify.add_argument("--batch-size", dest="batch_size", type=int, default=5000, help=argparse.SUPPRESS)
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(handler=cmd_verify)
 
-    checkpoint = audit_sub.add_parser("checkpoint", help="verify, then sign the chain head into a checkpoint file")
+    checkpoint = audit_sub.add_parser("checkpoint", help="integrate, verify, then sign the tree head into a file")
     _add_database_options(checkpoint)
     _add_key_option(checkpoint)
-    checkpoint.add_argument("--out", help="checkpoint file (default DATA_DIR/audit-checkpoints/checkpoint-SEQ.json)")
-    checkpoint.add_argument("--no-verify", dest="no_verify", action="store_true", help="sign even a broken chain")
+    checkpoint.add_argument("--out", help="file to write (default DATA_DIR/audit-checkpoints/tree-head-SIZE.json)")
+    checkpoint.add_argument("--no-verify", dest="no_verify", action="store_true", help="sign even a broken log")
     checkpoint.set_defaults(handler=cmd_checkpoint)
+
+    audit_proofs.register(audit_sub, _add_database_options, _add_key_option)
 
     tail = audit_sub.add_parser("tail", help="the latest records, one line each; --follow for new ones")
     _add_database_options(tail)

@@ -1,5 +1,6 @@
-"""Helpers for the audit tests: synthetic records appended through the real chain, raw SQL that bypasses the
-application (as an attacker with database access would), and the trigger names to drop first."""
+"""Helpers for the audit tests: synthetic records appended through the real call-path append and integrated by the
+real sequencer, raw SQL that bypasses the application (as an attacker with database access would), and the trigger
+names to drop first."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select, text
 from server.audit import chain
 from server.audit.models import AuditRecord
 from server.audit.query import AuditRow
+from server.audit.sequencer import Integrated, integrate_all
 from server.storage.database import Database
 from server.storage.schema import POSTGRES_TRIGGERS, SQLITE_TRIGGERS
 
@@ -35,8 +37,6 @@ def make_record(index: int, **overrides: Any) -> AuditRecord:
         "decision": "allow",
         "outcome": "succeeded",
         "latency_us": 1000 + index,
-        "prev_hash": "",
-        "hash": "",
     }
     values.update(overrides)
     return AuditRecord(**values)
@@ -52,6 +52,21 @@ async def append_records(db: Database, count: int, *, start: int = 0, **override
             return await chain.append(session, record)
 
         appended.append(await db.run_in_transaction(work))
+    return appended
+
+
+async def integrate(db: Database, key: Any = None) -> list[Integrated]:
+    """Run the sequencer until nothing is pending."""
+    return await integrate_all(db, instance="test-sequencer", key=key)
+
+
+async def append_and_integrate(db: Database, count: int, *, batches: int = 1, **overrides: Any) -> list[AuditRecord]:
+    """Append ``count`` records and integrate them in ``batches`` batches (so several tree heads are stored)."""
+    appended: list[AuditRecord] = []
+    per = -(-count // batches)
+    for start in range(0, count, per):
+        appended.extend(await append_records(db, min(per, count - start), start=start, **overrides))
+        await integrate(db)
     return appended
 
 
@@ -74,8 +89,7 @@ async def drop_audit_triggers(db: Database) -> None:
     if db.is_sqlite:
         await execute(db, *(f"DROP TRIGGER IF EXISTS {name}" for name in SQLITE_TRIGGERS))
         return
-    table = {name: "audit_head" if name.startswith("audit_head") else "audit_records" for name in POSTGRES_TRIGGERS}
-    await execute(db, *(f"DROP TRIGGER IF EXISTS {name} ON {table[name]}" for name in POSTGRES_TRIGGERS))
+    await execute(db, *(f"DROP TRIGGER IF EXISTS {name} ON {table}" for name, (table, _) in POSTGRES_TRIGGERS.items()))
 
 
 async def make_audit_inserts_fail(db: Database) -> None:

@@ -1,5 +1,6 @@
-"""``mandate audit checkpoint`` signs the chain head with an Ed25519 key kept in a file of its own (created 0600 on
-first use) and writes the checkpoint outside the database; an altered checkpoint or a foreign key is refused."""
+"""``mandate audit checkpoint`` integrates what is pending, then signs the tree head with an Ed25519 key kept in a
+file of its own (created 0600 on first use) and writes it outside the database; an altered tree head or a foreign
+key is refused."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from server.audit.checkpoint import CheckpointError, load_or_create_signing_key, read_checkpoint
+from server.audit.checkpoint import CheckpointError, TreeHead, load_or_create_signing_key, read_signed
 from server.config import Settings
 from server.storage.database import Database
 from tests.audit.conftest import Cli
-from tests.audit.support import append_records, drop_audit_triggers, execute, rows
+from tests.audit.support import append_records, drop_audit_triggers, execute, integrate, rows
 
 pytestmark = pytest.mark.anyio
 
@@ -32,14 +33,14 @@ async def test_the_first_checkpoint_creates_a_private_key_and_signs_the_head(
     assert key_path.with_name("audit.pub.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     key, created = load_or_create_signing_key(key_path)
     assert not created
-    checkpoint = read_checkpoint(out, key.public_key())
-    last = (await rows(db))[-1]
-    assert (checkpoint.seq, checkpoint.hash, checkpoint.record_id) == (5, last["hash"], last["id"])
-    assert checkpoint.instance == "cli-test"
+    head = read_signed(out, key.public_key())
+    assert isinstance(head, TreeHead)
+    assert head.size == 5 and all(row["leaf_index"] is not None for row in await rows(db))
+    assert head.instance == "cli-test"
 
     again = await cli("audit", "verify", "--checkpoint", str(out), "--key", str(key_path.with_name("audit.pub.pem")))
     assert again.code == 0, again.out
-    assert "matches the checkpoint at seq 5" in again.out
+    assert "extends the signed tree head of size 5" in again.out
 
 
 async def test_the_default_key_and_checkpoint_live_in_the_data_directory_outside_the_database(
@@ -48,7 +49,7 @@ async def test_the_default_key_and_checkpoint_live_in_the_data_directory_outside
     await append_records(db, 2)
     assert (await cli("audit", "checkpoint")).code == 0
     assert (settings.data_dir / "audit-keys" / "checkpoint-ed25519.pem").exists()
-    assert (settings.data_dir / "audit-checkpoints" / "checkpoint-000000000002.json").exists()
+    assert (settings.data_dir / "audit-checkpoints" / "tree-head-000000000002.json").exists()
 
 
 async def test_an_altered_checkpoint_or_another_key_is_refused(db: Database, cli: Cli, tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ async def test_an_altered_checkpoint_or_another_key_is_refused(db: Database, cli
     assert (await cli("audit", "checkpoint", "--out", str(out))).code == 0
     document = json.loads(out.read_text())
     altered = tmp_path / "altered.json"
-    altered.write_text(json.dumps({**document, "seq": 2}))
+    altered.write_text(json.dumps({**document, "size": 2}))
     result = await cli("audit", "verify", "--checkpoint", str(altered))
     assert result.code == 2
     assert "signature does not verify" in result.err
@@ -67,16 +68,17 @@ async def test_an_altered_checkpoint_or_another_key_is_refused(db: Database, cli
     assert result.code == 2
     assert "signed by key" in result.err
     with pytest.raises(CheckpointError):
-        read_checkpoint(tmp_path / "missing.json", load_or_create_signing_key(other_key)[0].public_key())
+        read_signed(tmp_path / "missing.json", load_or_create_signing_key(other_key)[0].public_key())
 
 
-async def test_a_broken_chain_is_not_signed(db: Database, cli: Cli, tmp_path: Path) -> None:
+async def test_a_broken_log_is_not_signed(db: Database, cli: Cli, tmp_path: Path) -> None:
     await append_records(db, 3)
+    await integrate(db)
     await drop_audit_triggers(db)
-    await execute(db, "UPDATE audit_records SET tool = 'refund_create' WHERE seq = 2")
+    await execute(db, "UPDATE audit_records SET tool = 'refund_create' WHERE leaf_index = 1")
     result = await cli("audit", "checkpoint", "--out", str(tmp_path / "cp.json"))
     assert result.code == 1
-    assert "not signing" in result.err and "seq 2" in result.err
+    assert "not signing" in result.err and "leaf 1" in result.err
     assert not (tmp_path / "cp.json").exists()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from server.audit.chain import row_hash
+from server.audit.chain import leaf_hash_of
 from server.storage.database import Database
 from tests.audit.conftest import Cli
 from tests.audit.support import append_records, rows
@@ -33,7 +33,17 @@ async def test_export_writes_one_json_object_per_record_in_chain_order(db: Datab
     first = lines[0]
     assert first["at"] == "2025-01-31T09:00:00.000000Z"
     assert first["arguments"] == {"customer_id": "cus_1001"} and first["scopes"] == ["orders:read"]
-    assert set(first) >= {"id", "subject", "client_id", "tool", "decision", "outcome", "trace_id", "hash", "prev_hash"}
+    assert set(first) >= {
+        "id",
+        "subject",
+        "client_id",
+        "tool",
+        "decision",
+        "outcome",
+        "trace_id",
+        "leaf_hash",
+        "leaf_index",
+    }
 
 
 @pytest.mark.parametrize(
@@ -55,7 +65,7 @@ async def test_export_filters(db: Database, cli: Cli, filters: tuple[str, ...], 
     assert [json.loads(line)["seq"] for line in result.out.splitlines()] == expected
 
 
-async def test_exported_records_can_still_be_checked_against_their_hash(
+async def test_exported_records_can_still_be_checked_against_their_leaf_hash(
     db: Database, cli: Cli, tmp_path: object
 ) -> None:
     await _mixed(db)
@@ -65,7 +75,15 @@ async def test_exported_records_can_still_be_checked_against_their_hash(
         exported = json.loads(line)
         row = stored[exported["seq"]]
         assert json.dumps(exported["arguments"], sort_keys=True, separators=(",", ":")) == row["arguments"]
-        assert exported["hash"] == row_hash(row)
+        restored = {
+            **exported,
+            "arguments": json.dumps(exported["arguments"], sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+            "result_summary": json.dumps(
+                exported["result_summary"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ),
+            "scopes": " ".join(exported["scopes"]) or None,
+        }
+        assert exported["leaf_hash"] == leaf_hash_of(restored).hex() == row["leaf_hash"]
 
 
 async def test_tail_prints_the_latest_records_one_line_each(db: Database, cli: Cli) -> None:
@@ -103,7 +121,7 @@ async def test_show_prints_a_record_in_full_with_its_integrity(db: Database, cli
     by_seq = await cli("audit", "show", "4")
     assert by_id.code == by_seq.code == 0
     assert by_id.out == by_seq.out
-    assert "hash matches content" in by_id.out
+    assert "leaf hash matches content" in by_id.out
     assert "refund_create" in by_id.out
     as_json = json.loads((await cli("audit", "show", "4", "--json")).out)
     assert as_json["id"] == record["id"]

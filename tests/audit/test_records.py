@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.audit.chain import row_hash
+from server.audit.chain import leaf_hash_of
 from server.audit.redaction import REDACTED, arguments_digest
 from tests.audit.support import rows
 from tests.conftest import Harness
@@ -56,7 +56,7 @@ async def test_an_allowed_call_is_recorded_with_every_field(harness: Harness) ->
     assert summary["refund_id"].startswith("ref_") and summary["amount"] == "5.00"
     assert record["latency_us"] > 0
     assert record["request_id"] is not None
-    assert record["hash"] == row_hash(record)
+    assert record["leaf_hash"] == leaf_hash_of(record).hex()
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ async def test_every_refused_or_failed_call_is_recorded_with_its_reason(
     assert (record["decision"], record["outcome"], record["reason_code"]) == expected
     assert record["reason"]
     assert record["client_id"] == f"{agent}-agent"
-    assert record["hash"] == row_hash(record)
+    assert record["leaf_hash"] == leaf_hash_of(record).hex()
 
 
 async def test_a_call_with_an_invalid_token_is_recorded_without_a_principal(harness: Harness) -> None:

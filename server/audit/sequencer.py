@@ -1,0 +1,242 @@
+"""The sequencer: integrates committed audit records into the Merkle tree, in batches, outside the calls'
+transactions (the integrate-later design of Trillian and Tessera; RFC 9162 section 2.1; docs/audit.md).
+
+Each batch is one short transaction: read the latest tree head and its compact range, take every record still
+without a position (``leaf_index IS NULL``) in ``seq`` order, give them the next leaf indices, store the perfect
+subtrees they complete and a new tree head, signed with the log's Ed25519 key when the sequencer has it. A record is
+never skipped: a transaction that took a lower ``seq`` but committed after higher ones is simply still unplaced at
+the next batch, and becomes a later leaf. Positions are by commit visibility, not by ``seq``.
+
+Exactly one sequencer works at a time. On PostgreSQL each serving replica runs :class:`Sequencer`; it holds a
+session-level advisory lock (``pg_try_advisory_lock``) on a connection of its own while active. When that process
+dies its connection closes, the lock is released, and the next replica to try takes over within one interval. On
+SQLite the sequencer runs in the serving process; SQLite's single writer serialises it with the calls anyway (and
+two processes on one file would only take turns). Even two sequencers at once could not fork the tree: leaf indices
+are unique and the tree head's size is a primary key, so the second one's batch rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.audit.chain import RECORDS, leaf_hash_of
+from server.audit.checkpoint import sign_tree_head
+from server.audit.merkle import CompactRange
+from server.audit.tree import HEADS, NODES, latest_head
+from server.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+ADVISORY_LOCK_KEY = 4242015
+"""``pg_try_advisory_lock`` key of the active sequencer (the schema lock is 4242001)."""
+BATCH_LOCK_KEY = 4242016
+"""``pg_advisory_xact_lock`` key every integration batch takes: batches never overlap, whoever runs them (the
+active sequencer, ``mandate audit integrate``). Calls never take it."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Integrated:
+    """One batch: the tree grew from ``old_size`` to ``new_size`` leaves."""
+
+    old_size: int
+    new_size: int
+    root_hash: str
+
+
+_PENDING = select(RECORDS.c.seq, RECORDS.c.leaf_hash).where(RECORDS.c.leaf_index.is_(None)).order_by(RECORDS.c.seq)
+_PLACE = (
+    update(RECORDS)
+    .where(RECORDS.c.seq == bindparam("b_seq"), RECORDS.c.leaf_index.is_(None))
+    .values(leaf_index=bindparam("b_leaf"))
+)
+
+
+async def integrate_batch(
+    db: Database,
+    *,
+    instance: str,
+    key: Ed25519PrivateKey | None = None,
+    batch_size: int = 10_000,
+    clock: Callable[[], datetime] = utcnow,
+) -> Integrated | None:
+    """Integrate up to ``batch_size`` unplaced records; ``None`` when there were none."""
+
+    async def work(session: Any) -> Integrated | None:
+        connection: AsyncConnection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BATCH_LOCK_KEY})
+        pending = (await connection.execute(_PENDING.limit(batch_size))).all()
+        if not pending:
+            return None
+        legacy = [int(row.seq) for row in pending if row.leaf_hash is None]
+        legacy_leaves: dict[int, bytes] = {}
+        if legacy:  # records of the linear chain: their leaf is computed from their content
+            for row in await connection.execute(select(RECORDS).where(RECORDS.c.seq.in_(legacy))):
+                legacy_leaves[int(row.seq)] = leaf_hash_of(dict(row._mapping))
+        head = await latest_head(connection)
+        tree = CompactRange(head.size, list(head.frontier)) if head is not None else CompactRange()
+        old_size = tree.size
+        placements: list[dict[str, int]] = []
+        nodes: list[dict[str, Any]] = []
+        for row in pending:
+            seq = int(row.seq)
+            leaf = legacy_leaves[seq] if row.leaf_hash is None else bytes.fromhex(row.leaf_hash)
+            placements.append({"b_seq": seq, "b_leaf": tree.size})
+            nodes.extend({"level": lv, "idx": ix, "hash": h.hex()} for lv, ix, h in tree.append(leaf))
+        await connection.execute(_PLACE, placements)
+        if nodes:
+            await connection.execute(insert(NODES), nodes)
+        root = tree.root().hex()
+        now = clock()
+        signed = (
+            json.dumps(sign_tree_head(key, size=tree.size, root_hash=root, instance=instance, now=now), sort_keys=True)
+            if key is not None
+            else None
+        )
+        await connection.execute(
+            insert(HEADS).values(
+                size=tree.size,
+                root_hash=root,
+                frontier=",".join(h.hex() for h in tree.hashes),
+                created_at=now,
+                instance=instance[:100],
+                signed=signed,
+            )
+        )
+        return Integrated(old_size, tree.size, root)
+
+    return await db.run_in_transaction(work)
+
+
+async def integrate_all(db: Database, *, instance: str, key: Ed25519PrivateKey | None = None) -> list[Integrated]:
+    """Integrate every record committed so far (for the CLI and tests)."""
+    done: list[Integrated] = []
+    while (batch := await integrate_batch(db, instance=instance, key=key)) is not None:
+        done.append(batch)
+    return done
+
+
+class Sequencer:
+    """The background loop of a serving process: become the active sequencer (or wait to), then integrate every
+    ``interval`` seconds (at once again after a full batch)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        instance: str,
+        key: Ed25519PrivateKey | None,
+        interval: float = 0.5,
+        batch_size: int = 10_000,
+    ) -> None:
+        self.db = db
+        self.instance = instance
+        self.key = key
+        self.interval = interval
+        self.batch_size = batch_size
+        self.active = False
+        self.batches = 0
+
+    async def _batch(self) -> Integrated | None:
+        return await integrate_batch(self.db, instance=self.instance, key=self.key, batch_size=self.batch_size)
+
+    async def _integrate_while_active(self) -> None:
+        while True:
+            try:
+                batch = await self._batch()
+            except Exception:
+                logger.exception("audit integration failed; retrying")
+                batch = None
+            if batch is not None:
+                self.batches += 1
+                if batch.new_size - batch.old_size >= self.batch_size:
+                    continue
+            await anyio.sleep(self.interval)
+
+    async def run(self) -> None:
+        if self.db.is_sqlite:
+            self.active = True
+            await self._integrate_while_active()
+            return
+        while True:
+            try:
+                async with self._leadership() as leading:
+                    if leading:
+                        self.active = True
+                        logger.info("this process is the active audit sequencer")
+                        async with anyio.create_task_group() as group:
+                            group.start_soon(self._integrate_while_active)
+                            await self._watch(leading)
+                            group.cancel_scope.cancel()
+            except Exception:
+                logger.warning("audit sequencer lost its database connection; trying again", exc_info=True)
+            self.active = False
+            await anyio.sleep(self.interval)
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self) -> AsyncIterator[AsyncConnection | None]:
+        """A connection holding the sequencer's advisory lock, or ``None`` when another process holds it."""
+        async with self.db.engine.connect() as connection:
+            got = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            leading = bool(got.scalar_one())
+            await connection.commit()
+            try:
+                yield connection if leading else None
+            finally:
+                if leading:
+                    with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+                        await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                        await connection.commit()
+
+    async def _watch(self, connection: AsyncConnection) -> None:
+        """Hold the lock while the connection lives; return (to step down) when it breaks."""
+        while True:
+            await anyio.sleep(max(self.interval, 1.0))
+            await connection.execute(text("SELECT 1"))
+            await connection.commit()
+
+
+@contextlib.asynccontextmanager
+async def sequencing(sequencer: Sequencer) -> AsyncIterator[Sequencer]:
+    """Run ``sequencer`` in the background for the lifetime of the block."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(sequencer.run)
+        try:
+            yield sequencer
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def integrate_now(
+    db: Database, *, instance: str, key: Ed25519PrivateKey | None = None
+) -> list[Integrated] | None:
+    """Integrate everything pending, once, from a command: unless another process is the active sequencer (it will
+    integrate within its interval), in which case ``None``."""
+    if db.is_sqlite:
+        return await integrate_all(db, instance=instance, key=key)
+    async with db.engine.connect() as connection:
+        got = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        leading = bool(got.scalar_one())
+        await connection.commit()
+        if not leading:
+            return None
+        try:
+            return await integrate_all(db, instance=instance, key=key)
+        finally:
+            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            await connection.commit()
