@@ -150,6 +150,8 @@ class Sequencer:
         self.interval = interval
         self.batch_size = batch_size
         self.active = False
+        self.activated = anyio.Event()
+        """Set the first time this process becomes the active sequencer."""
         self.batches = 0
 
     async def _batch(self) -> Integrated | None:
@@ -158,7 +160,10 @@ class Sequencer:
     async def _integrate_while_active(self) -> None:
         while True:
             try:
-                batch = await self._batch()
+                # A batch is short and is never abandoned half-way (a driver call cancelled mid-flight can strand its
+                # connection): cancellation waits for it and lands on the sleep.
+                with anyio.CancelScope(shield=True):
+                    batch = await self._batch()
             except Exception:
                 logger.exception("audit integration failed; retrying")
                 batch = None
@@ -171,6 +176,7 @@ class Sequencer:
     async def run(self) -> None:
         if self.db.is_sqlite:
             self.active = True
+            self.activated.set()
             await self._integrate_while_active()
             return
         while True:
@@ -178,6 +184,7 @@ class Sequencer:
                 async with self._leadership() as leading:
                     if leading:
                         self.active = True
+                        self.activated.set()
                         logger.info("this process is the active audit sequencer")
                         async with anyio.create_task_group() as group:
                             group.start_soon(self._integrate_while_active)

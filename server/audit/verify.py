@@ -153,6 +153,8 @@ class _Walker:
     heads_checked: int = 0
     anchor_root: bytes | None = None
     recent_legacy: dict[str, int] = field(default_factory=dict[str, int])
+    legacy_anchor_seq: int | None = None
+    legacy_at_anchor: str | None = None
 
     def step(self, row: Sequence[Any]) -> LogBreak | None:
         index, record_id = int(row[_LEAF_INDEX]), str(row[_ID])
@@ -207,6 +209,8 @@ class _Walker:
         if seq != self.legacy_seq + 1:
             return LogBreak(index, record_id, "missing", f"legacy seq {self.legacy_seq + 1} absent before seq {seq}")
         self.legacy_seq, self.legacy_hash = seq, str(values[_HASH])
+        if seq == self.legacy_anchor_seq:
+            self.legacy_at_anchor = self.legacy_hash
         self.recent_legacy[self.legacy_hash] = seq
         if len(self.recent_legacy) > 4096:
             self.recent_legacy.pop(next(iter(self.recent_legacy)))
@@ -389,6 +393,8 @@ async def verify_log(
     head_roots = await _head_roots(db)
     tree_anchor = anchor if isinstance(anchor, TreeHead) else None
     walker = _Walker(head_roots, tree_anchor.size if tree_anchor is not None else None)
+    if isinstance(anchor, Checkpoint):
+        walker.legacy_anchor_seq = anchor.seq
     first_break = await _walk(db, walker, size, batch_size, progress)
     if first_break is None and walker.tree.size < size:
         detail = f"the tree head counts {size} leaves but the last record is leaf {walker.tree.size - 1}"
@@ -441,6 +447,9 @@ def _against_legacy(anchor: Checkpoint, walker: _Walker) -> LogBreak | None:
     if anchor.seq > walker.legacy_seq:
         detail = f"the legacy checkpoint was signed at seq {anchor.seq}; the chain ends at seq {walker.legacy_seq}"
         return LogBreak(None, None, "truncated", detail)
+    if anchor.seq > 0 and walker.legacy_at_anchor != anchor.hash:
+        detail = f"the legacy record at seq {anchor.seq} is not the one the checkpoint signed: the chain was rewritten"
+        return LogBreak(None, None, "checkpoint_mismatch", detail)
     return None
 
 

@@ -1,0 +1,87 @@
+"""One sequencer is active across replicas (a PostgreSQL advisory lock), a standby takes over when the active one
+dies, and the in-process sequencer of a server integrates within its interval."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+from server.audit.sequencer import Sequencer, sequencing
+from server.storage.database import Database
+from tests.audit.support import append_records, rows
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _all_integrated(db: Database, count: int) -> None:
+    with anyio.fail_after(60):
+        while True:
+            placed = [row for row in await rows(db) if row["leaf_index"] is not None]
+            if len(placed) == count:
+                return
+            await anyio.sleep(0.1)
+
+
+async def _lines(process: Process, into: list[str]) -> None:
+    assert process.stdout is not None
+    buffer = ""
+    async for chunk in TextReceiveStream(process.stdout):
+        buffer += chunk
+        *lines, buffer = buffer.split("\n")
+        into.extend(lines)
+
+
+async def test_postgres_a_standby_replica_takes_over_when_the_active_sequencer_is_killed(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("on SQLite the sequencer runs in the serving process; there are no replicas")
+    url = db.url.render_as_string(hide_password=False)
+    seen: list[str] = []
+
+    async def wait_for(line: str) -> None:
+        with anyio.fail_after(90):  # a process start is slow on a loaded machine
+            while line not in seen:
+                await anyio.sleep(0.05)
+
+    first = await anyio.open_process([sys.executable, "-m", "tests.audit.sequencer_process", url, "a"], cwd=REPO)
+    second = None
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_lines, first, seen)
+            await wait_for("a active")
+            second = await anyio.open_process(
+                [sys.executable, "-m", "tests.audit.sequencer_process", url, "b"], cwd=REPO
+            )
+            group.start_soon(_lines, second, seen)
+            await wait_for("b standby")
+            await append_records(db, 5)
+            await _all_integrated(db, 5)
+            assert "b active" not in seen  # one sequencer at a time
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await wait_for("b active")
+            await append_records(db, 4, start=10)
+            await _all_integrated(db, 9)
+            group.cancel_scope.cancel()
+    finally:
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert sorted(row["leaf_index"] for row in await rows(db)) == list(range(9))
+
+
+async def test_the_in_process_sequencer_integrates_within_its_interval(db: Database) -> None:
+    sequencer = Sequencer(db, instance="test", key=None, interval=0.2)
+    async with sequencing(sequencer):
+        await append_records(db, 3)
+        await _all_integrated(db, 3)
+        assert sequencer.active
+        assert sequencer.batches >= 1
