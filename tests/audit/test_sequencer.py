@@ -4,6 +4,7 @@ dies, and the in-process sequencer of a server integrates within its interval.""
 from __future__ import annotations
 
 import signal
+from collections import defaultdict
 import sys
 from pathlib import Path
 
@@ -30,25 +31,25 @@ async def _all_integrated(db: Database, count: int) -> None:
             await anyio.sleep(0.1)
 
 
-async def _lines(process: Process, into: list[str]) -> None:
+async def _lines(process: Process, into: defaultdict[str, anyio.Event]) -> None:
     assert process.stdout is not None
     buffer = ""
     async for chunk in TextReceiveStream(process.stdout):
         buffer += chunk
         *lines, buffer = buffer.split("\n")
-        into.extend(lines)
+        for line in lines:
+            into[line].set()
 
 
 async def test_postgres_a_standby_replica_takes_over_when_the_active_sequencer_is_killed(db: Database) -> None:
     if db.is_sqlite:
         pytest.skip("on SQLite the sequencer runs in the serving process; there are no replicas")
     url = db.url.render_as_string(hide_password=False)
-    seen: list[str] = []
+    seen: defaultdict[str, anyio.Event] = defaultdict(anyio.Event)
 
     async def wait_for(line: str) -> None:
         with anyio.fail_after(90):  # a process start is slow on a loaded machine
-            while line not in seen:
-                await anyio.sleep(0.05)
+            await seen[line].wait()
 
     first = await anyio.open_process([sys.executable, "-m", "tests.audit.sequencer_process", url, "a"], cwd=REPO)
     second = None
@@ -63,7 +64,7 @@ async def test_postgres_a_standby_replica_takes_over_when_the_active_sequencer_i
             await wait_for("b standby")
             await append_records(db, 5)
             await _all_integrated(db, 5)
-            assert "b active" not in seen  # one sequencer at a time
+            assert not seen["b active"].is_set()  # one sequencer at a time
             first.send_signal(signal.SIGKILL)
             await first.wait()
             await wait_for("b active")
