@@ -4,8 +4,8 @@ dies, and the in-process sequencer of a server integrates within its interval.""
 from __future__ import annotations
 
 import signal
-from collections import defaultdict
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import anyio
