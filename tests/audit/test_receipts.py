@@ -34,7 +34,8 @@ def _structured(result: Any) -> dict[str, Any]:
 async def test_an_agent_redeems_its_effects_receipt_handle_once_the_sequencer_integrated_it(
     harness: Harness, settings: Settings
 ) -> None:
-    async with harness.mandate.upkeep(), harness.client("refunds") as client:
+    scopes = ("customers:read", "orders:read", "refunds:create", "audit:read")
+    async with harness.mandate.upkeep(), harness.client("refunds", scopes=scopes) as client:
         refund = await client.call_tool("refund_create", REFUND)
         assert not refund.is_error
         handle = (refund.meta or {})[RECEIPT_META]
@@ -55,16 +56,18 @@ async def test_an_agent_redeems_its_effects_receipt_handle_once_the_sequencer_in
     assert receipt["record"]["tool"] == "refund_create" and receipt["record"]["outcome"] == "succeeded"
 
 
-async def test_another_principals_record_is_not_redeemable_without_audit_read(harness: Harness) -> None:
+async def test_redeeming_a_receipt_needs_audit_read_and_stays_in_the_tenant(harness: Harness) -> None:
     async with harness.client("refunds") as client:
         refund = await client.call_tool("refund_create", REFUND)
-    audit_id = (refund.meta or {})[RECEIPT_META]["audit_id"]
+        audit_id = (refund.meta or {})[RECEIPT_META]["audit_id"]
+        refused = await client.call_tool("audit_receipt", {"audit_id": audit_id})
+    assert refused.is_error  # the refunds agent holds no audit:read
     await integrate(harness.mandate.db, key=signing_key(harness.mandate.settings))
-    async with harness.client("refunds", subject="agent:other", client_id="other-agent") as client:
-        answer = await client.call_tool("audit_receipt", {"audit_id": audit_id})
-    assert answer.is_error
-    assert "No audit record with this id is visible to you" in json.dumps(answer.model_dump(mode="json"))
-    async with harness.client("support", scopes=("audit:read",)) as client:  # audit:read: any record of its tenant
+    async with harness.client("support", scopes=("audit:read",), tenant="other-tenant") as client:
+        hidden = await client.call_tool("audit_receipt", {"audit_id": audit_id})
+    assert hidden.is_error
+    assert "No audit record with this id is visible to you" in json.dumps(hidden.model_dump(mode="json"))
+    async with harness.client("support", scopes=("audit:read",)) as client:
         answer = await client.call_tool("audit_receipt", {"audit_id": audit_id})
     assert not answer.is_error, answer
 
