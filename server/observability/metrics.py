@@ -188,7 +188,9 @@ class Metrics:
                 .group_by(suspensions.c.kind)
             )
             snap.suspensions = {kind: int(n) for kind, n in (await connection.execute(by_kind)).all()}
-            head = (await connection.execute(text("SELECT seq FROM audit_head WHERE id = 1"))).scalar()
+            # the insertion key's high-water mark: O(1) on its index (the legacy audit_head is frozen since the
+            # Merkle log; the tree's size lags the records by up to one sequencer interval)
+            head = (await connection.execute(text("SELECT MAX(seq) FROM audit_records"))).scalar()
             snap.audit_records = int(head or 0)
             if self.in_doubt is not None:
                 snap.in_doubt = await self.in_doubt(session)
