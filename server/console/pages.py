@@ -358,7 +358,7 @@ class Console:
             call_info(request),
             action="verified_chain",
             allowed=True,
-            details={"ok": report.ok, "records": report.records, "last_seq": report.last_seq},
+            details={"ok": report.ok, "records": report.records, "tree_size": report.tree_size},
         )
         async with self.mandate.db.session() as session:
             head = await reading.head(session)

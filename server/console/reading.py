@@ -93,12 +93,7 @@ def last_checkpoint(data_dir: Path) -> CheckpointState:
 
 
 async def verify(db: Database, state: CheckpointState) -> VerifyReport:
-    anchor = None
-    if state.checkpoint is not None:
-        from server.audit.verify import Anchor
-
-        anchor = Anchor(state.checkpoint.seq, state.checkpoint.hash)
-    return await verify_chain(db, anchor=anchor)
+    return await verify_chain(db, anchor=state.checkpoint)
 
 
 async def head(session: AsyncSession) -> int:
