@@ -24,7 +24,7 @@ _COLUMNS = """
     instance VARCHAR(100) NOT NULL, kind VARCHAR(20) NOT NULL, subject VARCHAR(400), client_id VARCHAR(400),
     issuer VARCHAR(400), scopes TEXT, token_id VARCHAR(200), tenant VARCHAR(100), actor VARCHAR(400),
     transport VARCHAR(20) NOT NULL, client_address VARCHAR(100), client_name VARCHAR(200),
-    client_version VARCHAR(100), tool VARCHAR(100), customer_id VARCHAR(40), arguments TEXT NOT NULL,
+    client_version VARCHAR(100), origin VARCHAR(400), user_agent VARCHAR(400), tool VARCHAR(100), customer_id VARCHAR(40), arguments TEXT NOT NULL,
     arguments_digest VARCHAR(64), decision VARCHAR(20) NOT NULL, reason_code VARCHAR(100), reason TEXT,
     rule_id VARCHAR(200), policy_version VARCHAR(100), outcome VARCHAR(30) NOT NULL, result_summary TEXT NOT NULL,
     latency_us BIGINT NOT NULL, idempotency_key VARCHAR(200), approval_id VARCHAR(40), request_id VARCHAR(100),
