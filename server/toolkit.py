@@ -11,7 +11,7 @@ the call's transaction and with the rows locked, what the rules refer to as ``fa
 tool declares its money arguments (``money={"amount": "currency"}``) so rules compare them as exact money.
 
 A tool with a side effect may declare how to undo it (``compensation=``): an async planner that, given one effect
-the tool made (:class:`~server.audit.lineage.Effect`) and a read-only view of the store, returns a
+the tool made (:class:`~server.audit.lineage.Effect`) and a read-only :class:`StoreView`, returns a
 :class:`Compensation`: the effect's current state and the compensating tool call that would undo it, a flag for a
 person to follow up, or nothing left to do. ``mandate remediate`` (docs/remediation.md) lists these and, when
 a human asks, runs them through the same enforcement as any other call.
@@ -160,8 +160,18 @@ class Compensation:
         return cls("none", state, note)
 
 
-CompensationPlanner = Callable[["Effect", AsyncSession, datetime], Awaitable[Compensation]]
-"""``(effect, session, now) -> Compensation``: reads only; runs in a transaction that is rolled back."""
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What a compensation planner may read: the store (in a transaction that is rolled back), the time, and the
+    configured providers (``"payments"``), whose objects are the system of record for an external effect."""
+
+    session: AsyncSession
+    now: datetime
+    providers: Mapping[str, Any] = field(default_factory=dict[str, Any])
+
+
+CompensationPlanner = Callable[["Effect", StoreView], Awaitable[Compensation]]
+"""``(effect, view) -> Compensation``: reads only."""
 
 
 @dataclass(frozen=True, slots=True)

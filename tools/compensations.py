@@ -15,14 +15,14 @@ nothing twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scopes.money import Money
 from server.audit.lineage import Effect
-from server.toolkit import Compensation
+from server.toolkit import Compensation, StoreView
 from tools.customers import mask_email
 from tools.store.models import AccountChange, Customer, Order, OrderStatus, Refund, Remediation
 
@@ -44,15 +44,15 @@ def _done(remediation: Remediation, state: str) -> Compensation:
     return Compensation.done(state, f"compensated by {remediation.id} ({remediation.action}) at {at}")
 
 
-async def restore_previous_email(effect: Effect, session: AsyncSession, now: datetime) -> Compensation:
+async def restore_previous_email(effect: Effect, view: StoreView) -> Compensation:
     """An email change is undone by restoring the previous address, while the account still uses the new one."""
-    change = await session.get(AccountChange, effect.id)
+    change = await view.session.get(AccountChange, effect.id)
     if change is None or effect.audit_id is None:
         return Compensation.nothing("the change is not in the store", "nothing to restore")
-    customer = await session.get(Customer, change.customer_id)
+    customer = await view.session.get(Customer, change.customer_id)
     if customer is None:
         return Compensation.nothing("the customer is not in the store", "nothing to restore")
-    done = await remediation_of(session, effect.kind, change.id, effect.audit_id)
+    done = await remediation_of(view.session, effect.kind, change.id, effect.audit_id)
     if done is not None:
         return _done(done, f"the account uses {mask_email(customer.email)}")
     if customer.email != change.new_value:
@@ -68,12 +68,12 @@ async def restore_previous_email(effect: Effect, session: AsyncSession, now: dat
     )
 
 
-async def reopen_cancelled_order(effect: Effect, session: AsyncSession, now: datetime) -> Compensation:
+async def reopen_cancelled_order(effect: Effect, view: StoreView) -> Compensation:
     """A cancellation is undone by reopening the order, where the store allows it."""
-    order = await session.get(Order, effect.id)
+    order = await view.session.get(Order, effect.id)
     if order is None or effect.audit_id is None:
         return Compensation.nothing("the order is not in the store", "nothing to reopen")
-    done = await remediation_of(session, effect.kind, order.id, effect.audit_id)
+    done = await remediation_of(view.session, effect.kind, order.id, effect.audit_id)
     if done is not None:
         return _done(done, f"the order is {order.status}")
     if order.status != OrderStatus.CANCELLED or order.cancel_audit_id not in (None, effect.audit_id):
@@ -82,7 +82,7 @@ async def reopen_cancelled_order(effect: Effect, session: AsyncSession, now: dat
         return Compensation.nothing(
             "the order is cancelled", "not reopened automatically: the store did not keep its status before"
         )
-    if now - order.cancelled_at > REOPEN_WINDOW:
+    if view.now - order.cancelled_at > REOPEN_WINDOW:
         return Compensation.nothing(
             f"the order is cancelled since {order.cancelled_at.isoformat(timespec='seconds')}",
             f"the store reopens an order only within {REOPEN_WINDOW.days} days of its cancellation",
@@ -92,14 +92,14 @@ async def reopen_cancelled_order(effect: Effect, session: AsyncSession, now: dat
     )
 
 
-async def flag_refund(effect: Effect, session: AsyncSession, now: datetime) -> Compensation:
+async def flag_refund(effect: Effect, view: StoreView) -> Compensation:
     """A refund has no automatic reversal: it is flagged for a person to follow up."""
-    refund = await session.get(Refund, effect.id)
+    refund = await view.session.get(Refund, effect.id)
     if refund is None or effect.audit_id is None:
         return Compensation.nothing("the refund is not in the store", "nothing to follow up")
     amount = Money.from_minor(refund.amount_minor, refund.currency)
     state = f"{amount} refunded on order {refund.order_id}"
-    done = await remediation_of(session, effect.kind, refund.id, effect.audit_id)
+    done = await remediation_of(view.session, effect.kind, refund.id, effect.audit_id)
     if done is not None:
         return _done(done, state)
     return Compensation.flag(

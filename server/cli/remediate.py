@@ -67,7 +67,7 @@ async def _run(args: argparse.Namespace, settings: Settings, target: Target) -> 
             except InvalidToken as exc:
                 raise CommandError(f"the access token was refused: {exc.description}") from None
         now = datetime.now(UTC)
-        items = await plan(mandate.db, mandate.catalog, target, effects_of, now)
+        items = await plan(mandate.db, mandate.catalog, target, effects_of, now, mandate.enforcer.providers)
         done: list[Executed] = []
         if principal is not None:
             info = CallInfo(transport="cli", request_id="remediate")

@@ -3,26 +3,29 @@
 Effects are found through lineage (:mod:`server.audit.lineage`): the successful call records of the target, then the
 store rows that name those records (the effect finder the tool catalog's store provides, ``tools.audit.effects_of``).
 For each effect, the tool that made it (the cause record's tool) plans its compensation
-(:class:`server.toolkit.Compensation`). A planner that fails gives ``none`` with the reason: a plan never proposes
-an action it could not check.
+(:class:`server.toolkit.Compensation`). An external effect still in doubt (an intent ``started``, docs/effects.md)
+is listed but never compensated: it must be resolved first. A planner that fails gives ``none`` with the reason: a
+plan never proposes an action it could not check.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.chain import RECORDS
 from server.audit.lineage import Effect, approval_records
 from server.audit.query import AuditFilter, AuditRow, fetch_rows, select_records
 from server.catalog import ToolCatalog
+from server.effects.models import STARTED, EffectIntent
 from server.storage.database import Database
-from server.toolkit import Compensation
+from server.toolkit import Compensation, StoreView
 
 logger = logging.getLogger(__name__)
 
@@ -103,37 +106,68 @@ async def _records(session: AsyncSession, target: Target) -> list[AuditRow]:
         tenant=target.tenant,
         since=target.since,
         until=target.until,
-        outcome="succeeded",
+        kind="call",
     )
     return await fetch_rows(session, select_records(audit_filter).order_by(RECORDS.c.seq))
 
 
-async def _compensation(
-    catalog: ToolCatalog, effect: Effect, tool: str | None, session: AsyncSession, now: datetime
-) -> Compensation:
+async def _in_doubt(session: AsyncSession, records: Sequence[AuditRow]) -> list[Item]:
+    """External effects the target started whose outcome is not known yet: listed, never compensated."""
+    started = {str(row["id"]): row for row in records if row["outcome"] == "started"}
+    if not started:
+        return []
+    query = select(EffectIntent).where(col(EffectIntent.audit_id).in_(list(started)), EffectIntent.status == STARTED)
+    items: list[Item] = []
+    for intent in (await session.exec(query)).all():
+        effect = Effect(
+            "external_intent",
+            intent.id,
+            intent.audit_id,
+            f"{intent.tool} at {intent.provider_name}, in doubt (intent {intent.id})",
+            {"tool": intent.tool, "provider": intent.provider_name},
+        )
+        compensation = Compensation.nothing(
+            "in doubt: the provider may or may not have done it",
+            "resolve it first (mandate effects reconcile), then remediate again",
+        )
+        items.append(Item(effect, started[intent.audit_id], compensation))
+    return items
+
+
+async def _compensation(catalog: ToolCatalog, effect: Effect, tool: str | None, view: StoreView) -> Compensation:
     entry = catalog.get(tool) if tool is not None else None
     planner = entry.spec.compensation if entry is not None else None
     if planner is None:
         return Compensation.nothing("-", f"{tool or 'the tool'} declares no compensation: undo it by hand")
     try:
-        return await planner(effect, session, now)
+        return await planner(effect, view)
     except Exception:  # fail closed: no action proposed that could not be checked
         logger.exception("planning the compensation of %s %s failed", effect.kind, effect.id)
         return Compensation.nothing("unknown (the state could not be read)", "planning failed; see the server log")
 
 
 async def plan(
-    db: Database, catalog: ToolCatalog, target: Target, find_effects: EffectFinder, now: datetime
+    db: Database,
+    catalog: ToolCatalog,
+    target: Target,
+    find_effects: EffectFinder,
+    now: datetime,
+    providers: Mapping[str, Any] | None = None,
 ) -> list[Item]:
-    """Every effect of ``target``, oldest first, with its state now and its compensation; reads only."""
+    """Every effect of ``target``, oldest first, with its state now and its compensation; reads only.
+
+    ``providers``: the configured providers (the enforcer's), so an external effect's state is read where it lives.
+    """
     async with db.session() as session:
+        view = StoreView(session, now, dict(providers or {}))
         records = await _records(session, target)
         causes = {str(row["id"]): row for row in records}
         items: list[Item] = []
         for effect in await find_effects(session, records):
             cause = causes.get(effect.audit_id or "")
             tool = str(cause["tool"]) if cause is not None and cause["tool"] else None
-            compensation = await _compensation(catalog, effect, tool, session, now)
+            compensation = await _compensation(catalog, effect, tool, view)
             items.append(Item(effect, cause, compensation))
+        items.extend(await _in_doubt(session, records))
         await session.rollback()
     return items
