@@ -7,7 +7,8 @@ answer from the store's current state (the system of record), reading only:
   address the change set (if it changed again since, a person must look);
 - a cancellation: reopen the order with ``order_reopen``, while it is still cancelled and for at most
   :data:`REOPEN_WINDOW` after the cancellation (what the demo store allows);
-- a refund: money that left cannot be pulled back automatically; ``refund_follow_up`` flags it for a person.
+- a refund: money that left cannot be pulled back automatically; ``refund_follow_up`` flags it for a person. A
+  refund made at the payments provider is checked there (its status and amount, or that it is missing).
 
 An effect that already has a :class:`~tools.store.models.Remediation` row is ``done``: a second run compensates
 nothing twice.
@@ -15,6 +16,7 @@ nothing twice.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlmodel import select
@@ -25,6 +27,8 @@ from server.audit.lineage import Effect
 from server.toolkit import Compensation, StoreView
 from tools.customers import mask_email
 from tools.store.models import AccountChange, Customer, Order, OrderStatus, Refund, Remediation
+
+logger = logging.getLogger(__name__)
 
 REOPEN_WINDOW = timedelta(days=30)
 """How long after a cancellation the demo store lets an order be reopened."""
@@ -93,12 +97,15 @@ async def reopen_cancelled_order(effect: Effect, view: StoreView) -> Compensatio
 
 
 async def flag_refund(effect: Effect, view: StoreView) -> Compensation:
-    """A refund has no automatic reversal: it is flagged for a person to follow up."""
+    """A refund has no automatic reversal: it is flagged for a person to follow up. A refund made at the payments
+    provider is looked up there, the system of record for it."""
     refund = await view.session.get(Refund, effect.id)
     if refund is None or effect.audit_id is None:
         return Compensation.nothing("the refund is not in the store", "nothing to follow up")
     amount = Money.from_minor(refund.amount_minor, refund.currency)
     state = f"{amount} refunded on order {refund.order_id}"
+    if refund.provider_refund_id is not None:
+        state = f"{state}; {await _at_provider(refund, view)}"
     done = await remediation_of(view.session, effect.kind, refund.id, effect.audit_id)
     if done is not None:
         return _done(done, state)
@@ -108,3 +115,19 @@ async def flag_refund(effect: Effect, view: StoreView) -> Compensation:
         {"refund_id": refund.id},
         "no automatic reversal: flag it for a person to follow up with the customer",
     )
+
+
+async def _at_provider(refund: Refund, view: StoreView) -> str:
+    """The provider's word on a refund it made: its status and amount there, or that it is missing."""
+    order = await view.session.get(Order, refund.order_id)
+    provider = view.providers.get("payments")
+    if provider is None or order is None or order.payment_ref is None:
+        return f"at the provider as {refund.provider_refund_id} (not checked: no provider configured here)"
+    try:
+        async for found in provider.refunds_of(order.payment_ref):
+            if found.id == refund.provider_refund_id:
+                return f"at the provider {found.id}: {found.status}, {found.amount}"
+    except Exception:  # the state is unknown, and said to be; the plan stays a flag for a person
+        logger.exception("the provider could not be asked about refund %s", refund.id)
+        return f"at the provider as {refund.provider_refund_id} (the provider could not be asked)"
+    return f"MISSING at the provider: no refund {refund.provider_refund_id} on payment {order.payment_ref}"
