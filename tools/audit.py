@@ -297,7 +297,8 @@ async def order_effects(session: AsyncSession, order_id: str) -> list[Effect] | 
 
 async def effects_of(session: AsyncSession, records: Sequence[AuditRow]) -> list[Effect]:
     """The effects the given records caused: refunds, account changes and order cancellations."""
-    ids = [str(row["id"]) for row in records if row["outcome"] == "succeeded"]
+    # An external effect's rows name the record of its decision (outcome "started"), whose intent then completed.
+    ids = [str(row["id"]) for row in records if row["outcome"] in ("succeeded", "started")]
     if not ids:
         return []
     effects: list[Effect] = []

@@ -106,7 +106,6 @@ async def _records(session: AsyncSession, target: Target) -> list[AuditRow]:
         tenant=target.tenant,
         since=target.since,
         until=target.until,
-        kind="call",
     )
     return await fetch_rows(session, select_records(audit_filter).order_by(RECORDS.c.seq))
 
