@@ -8,17 +8,29 @@ from datetime import UTC, datetime
 import pytest
 import stripe
 
-from server.app import open_mandate
+from server.app import Mandate, open_mandate
+from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.cli.seeding import seed
 from server.config import ApprovalSettings, Settings
 from server.providers.localstripe import LocalStripe
-from server.remediation import Target, execute, plan
+from server.remediation import Item, Target, execute, plan
 from tests.conftest import Harness
 from tests.remediation.conftest import PERSON, REFUND, RESPONDER
 from tools.audit import effects_of
 
 pytestmark = pytest.mark.anyio
+
+
+async def _person(harness: Harness) -> Principal:
+    token = harness.token(scopes=RESPONDER, subject="person:rita", client_id="cli", extra_claims=PERSON)
+    return await harness.mandate.verifier.verify(token)
+
+
+async def _plan(mandate: Mandate) -> list[Item]:
+    """The rogue agent's remediation plan, with the provider's view of its refunds."""
+    target = Target(client_id="rogue-agent")
+    return await plan(mandate.db, mandate.catalog, target, effects_of, datetime.now(UTC), mandate.enforcer.providers)
 
 
 async def test_a_provider_refund_is_read_at_the_provider_flagged_and_never_reversed(
@@ -35,14 +47,7 @@ async def test_a_provider_refund_is_read_at_the_provider_flagged_and_never_rever
         provider_refund = refunded.structured_content["provider_refund_id"]
         assert provider_refund.startswith("re_")
 
-        items = await plan(
-            mandate.db,
-            mandate.catalog,
-            Target(client_id="rogue-agent"),
-            effects_of,
-            datetime.now(UTC),
-            mandate.enforcer.providers,
-        )
+        items = await _plan(mandate)
         [item] = items
         assert (item.effect.kind, item.compensation.action, item.compensation.tool) == (
             "refund",
@@ -51,20 +56,11 @@ async def test_a_provider_refund_is_read_at_the_provider_flagged_and_never_rever
         )
         assert f"at the provider {provider_refund}: succeeded, 20.00 EUR" in item.compensation.state
 
-        person = await mandate.verifier.verify(
-            harness.token(scopes=RESPONDER, subject="person:rita", client_id="cli", extra_claims=PERSON)
-        )
+        person = await _person(harness)
         [done] = await execute(mandate.enforcer, person, items, reason="incident 7", info=CallInfo(transport="cli"))
         assert done.succeeded, done.message
 
-        again = await plan(
-            mandate.db,
-            mandate.catalog,
-            Target(client_id="rogue-agent"),
-            effects_of,
-            datetime.now(UTC),
-            mandate.enforcer.providers,
-        )
+        again = await _plan(mandate)
         assert [i.compensation.action for i in again] == ["done"]
         payment = refunded.structured_content["order_id"]
         assert payment == REFUND["order_id"]
@@ -94,17 +90,8 @@ async def test_a_refund_still_in_doubt_is_listed_and_never_compensated(
         assert answer.is_error and answer.structured_content is not None
         assert answer.structured_content["code"] == "effect_in_doubt"
 
-        items = await plan(
-            mandate.db,
-            mandate.catalog,
-            Target(client_id="rogue-agent"),
-            effects_of,
-            datetime.now(UTC),
-            mandate.enforcer.providers,
-        )
-        person = await mandate.verifier.verify(
-            harness.token(scopes=RESPONDER, subject="person:rita", client_id="cli", extra_claims=PERSON)
-        )
+        items = await _plan(mandate)
+        person = await _person(harness)
         done = await execute(mandate.enforcer, person, items, reason="incident 8", info=CallInfo(transport="cli"))
 
         [item] = items
