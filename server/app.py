@@ -11,7 +11,6 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import anyio
@@ -52,16 +51,10 @@ from server.observability.tracing import Tracing, configure_tracing
 from server.policy_runtime import PolicyRuntime, vocabulary_of
 from server.storage.database import Database
 from server.storage.schema import create_schema
+from server.version import package_version
 from server.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
-
-
-def package_version() -> str:
-    try:
-        return version("mandate")
-    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
-        return "0.0.0"
 
 
 @dataclass
@@ -119,6 +112,7 @@ def trusted_issuers(settings: Settings, *, local_dev_jwks: bool) -> list[Trusted
             accepted_types=frozenset(t.lower() for t in cfg.accepted_types),
             tenant_claim=cfg.tenant_claim,
             require_tenant=cfg.tenant_required,
+            scope_claims=tuple(cfg.scope_claims) if cfg.scope_claims is not None else None,
         )
         for cfg in settings.issuers
     ]
@@ -163,7 +157,14 @@ async def open_mandate(settings: Settings, *, local_dev_jwks: bool = False) -> M
         raise
     http_client = httpx2.AsyncClient(timeout=5.0, follow_redirects=False)
     issuers = trusted_issuers(settings, local_dev_jwks=local_dev_jwks)
-    verifier = JwtVerifier(issuers, settings.audience, http_client=http_client)
+    verifier = JwtVerifier(
+        issuers,
+        settings.accepted_audiences,
+        http_client=http_client,
+        leeway_seconds=settings.clock_leeway_seconds,
+        jwks_refetch_cooldown_seconds=settings.jwks_cooldown_seconds,
+        jwks_max_age_seconds=settings.jwks_max_age_seconds,
+    )
     try:
         providers = open_providers(settings)
     except Exception:

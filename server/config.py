@@ -18,8 +18,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from server.storage.database import normalise_url, sqlite_url_for
-
 _FORBIDDEN_ALGORITHMS = {"none", "HS256", "HS384", "HS512"}
 
 
@@ -40,6 +38,10 @@ class IssuerConfig(BaseModel):
     """Refuse this issuer's tokens that lack ``tenant_claim``: a token without a tenant is not bound to one and would
     see every tenant's customers. Unset: required whenever ``tenant_claim`` names a claim (fail closed); set
     ``false`` explicitly to let tenant-less tokens see all tenants."""
+    scope_claims: list[Annotated[str, Field(min_length=1)]] | None = None
+    """The claims this issuer's granted scopes are read from, merged: ``scope`` (RFC 9068), ``scp`` (Entra ID
+    delegated, Okta), ``roles`` (Entra ID application roles), ``permissions`` (Auth0 RBAC) or any other claim holding
+    a space-separated string or a list of strings. Unset: ``scope``, or ``scp`` when there is no ``scope``."""
 
     @field_validator("tenant_claim")
     @classmethod
@@ -329,6 +331,15 @@ class Settings(BaseModel):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
+    audiences: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list[str])
+    """More audiences a token may name instead of ``resource_url`` (an issuer that writes an API identifier or a
+    client id into ``aud``). The resource URL stays the one advertised in the protected resource metadata."""
+    jwks_cooldown_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """At most one refetch of an issuer's JWKS per this many seconds when a token names an unknown ``kid``."""
+    jwks_max_age_seconds: Annotated[float, Field(ge=10, le=86400)] = 600.0
+    """Fetch an issuer's JWKS again after this many seconds, so retired keys stop verifying."""
+    clock_leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+    """Clock skew allowed when checking ``exp``, ``nbf`` and ``iat``."""
 
     @property
     def base_url(self) -> str:
@@ -362,18 +373,30 @@ class Settings(BaseModel):
         return self.dev_issuer_url if self.dev_issuer else None
 
     @property
+    def accepted_audiences(self) -> list[str]:
+        """Every audience a token may name: this server's resource URL first, then ``audiences``."""
+        return list(dict.fromkeys([self.audience, *self.audiences]))
+
+    @property
     def effective_database_url(self) -> str:
+        from server.storage.database import sqlite_url_for  # SQLAlchemy loads only for commands that use it
+
         return self.database_url or sqlite_url_for(self.data_dir)
 
-    def describe(self) -> str:
+    def describe_database(self) -> str:
+        """The database URL with any password hidden, in the URL or in its query (``?password=...``)."""
+        from server.storage.database import normalise_url
+
         parsed = normalise_url(self.effective_database_url)
-        hidden = {key: "***" for key in parsed.query}  # a password may ride in the query (?password=...)
-        url = parsed.set(query=hidden).render_as_string(hide_password=True)
+        hidden = {key: "***" for key in parsed.query}
+        return f"database {parsed.set(query=hidden).render_as_string(hide_password=True)}"
+
+    def describe(self) -> str:
         issuers = [i.issuer for i in self.issuers] + (
             [f"{self.dev_issuer_url} (development)"] if self.dev_issuer else []
         )
         return (
-            f"database {url}; audience {self.audience}; trusted issuers: {', '.join(issuers) or 'none'}; "
+            f"{self.describe_database()}; audience {self.audience}; trusted issuers: {', '.join(issuers) or 'none'}; "
             f"{self.payments.describe()}"
         )
 
@@ -391,6 +414,15 @@ _ENV: Mapping[str, str] = {
     "MANDATE_LOG_FORMAT": "log_format",
     "MANDATE_POLICY": "policy_path",
     "MANDATE_BACKGROUND_INTERVAL_SECONDS": "background_interval_seconds",
+    "MANDATE_JWKS_COOLDOWN_SECONDS": "jwks_cooldown_seconds",
+    "MANDATE_JWKS_MAX_AGE_SECONDS": "jwks_max_age_seconds",
+    "MANDATE_CLOCK_LEEWAY_SECONDS": "clock_leeway_seconds",
+}
+
+_LIST_ENV: Mapping[str, str] = {
+    # comma-separated lists
+    "MANDATE_AUDIENCES": "audiences",
+    "MANDATE_TOOL_MODULES": "tool_modules",
 }
 
 _NESTED_ENV: Mapping[str, tuple[str, str]] = {
@@ -422,6 +454,28 @@ _NESTED_ENV: Mapping[str, tuple[str, str]] = {
     "MANDATE_AUDIT_INTEGRATION_INTERVAL_SECONDS": ("audit", "integration_interval_seconds"),
     "MANDATE_AUDIT_INTEGRATION_DEADLINE_SECONDS": ("audit", "integration_deadline_seconds"),
 }
+
+
+ISSUER_ENV: Mapping[str, str] = {
+    "MANDATE_ISSUER": "issuer",
+    "MANDATE_JWKS_URI": "jwks_uri",
+    "MANDATE_ACCEPTED_TYPES": "accepted_types",
+    "MANDATE_SCOPE_CLAIMS": "scope_claims",
+}
+"""One trusted issuer from the environment (``MANDATE_ISSUER`` replaces the file's ``[[issuers]]``)."""
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def environment_variables() -> dict[str, str]:
+    """Every ``MANDATE_*`` variable that sets a setting, with the setting's dotted path (for the reference docs)."""
+    names = {variable: key for variable, key in _ENV.items()}
+    names.update({variable: f"{table}.{key}" for variable, (table, key) in _NESTED_ENV.items()})
+    names.update(_LIST_ENV)
+    names.update({variable: f"issuers.{key}" for variable, key in ISSUER_ENV.items()})
+    return names
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -465,10 +519,12 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
                     if env.get("MANDATE_ACCEPTED_TYPES")
                     else {}
                 ),
+                **({"scope_claims": _split(env["MANDATE_SCOPE_CLAIMS"])} if env.get("MANDATE_SCOPE_CLAIMS") else {}),
             }
         ]
-    if env.get("MANDATE_TOOL_MODULES"):
-        data["tool_modules"] = [m.strip() for m in env["MANDATE_TOOL_MODULES"].split(",") if m.strip()]
+    for variable, key in _LIST_ENV.items():
+        if env.get(variable):
+            data[key] = _split(env[variable])
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return Settings.model_validate(data)

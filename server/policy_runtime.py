@@ -93,7 +93,7 @@ class PolicyRuntime:
         except PolicyError as exc:
             return self._keep(str(exc))
         previous, self._policy, self.last_error = self._policy.version, policy, None
-        logger.warning("policy reloaded from %s: version %s replaces %s", self.path, policy.version, previous)
+        logger.info("policy reloaded from %s: version %s replaces %s", self.path, policy.version, previous)
         self._warn(policy)
         return policy
 

@@ -8,6 +8,11 @@ goes to stderr (stdout carries the protocol).
 Each line read passes :func:`server.jsonrpc_input.check_message` before the SDK parses it, exactly as over HTTP: a
 message with duplicate member names, or one that is not a JSON-RPC message object, is answered with its JSON-RPC
 error, recorded, and never reaches a tool (the SDK alone would silently drop it, or let the last duplicate win).
+
+A long-running stdio server outlives a pasted token. Two ways keep it working: ``MANDATE_TOKEN_FILE`` names a file
+that is read again on every request (whatever refreshes tokens for your authorization server writes it), and, in
+development only, ``--dev-agent NAME`` lets the server mint its agent's short-lived tokens itself
+(``server.auth.dev_agent``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from io import TextIOWrapper
+from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -29,11 +35,14 @@ from server.auth.jwt_verifier import TokenVerifier
 from server.auth.principal import Principal
 from server.callpath.record import CallInfo
 from server.jsonrpc_input import PARSE_ERROR, Problem, check_message
+from server.mcp_server import CredentialSource
 from server.request_context import RequestOrigin, current_origin
 
 logger = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "MANDATE_TOKEN"  # noqa: S105 - the name of the variable, not a token
+TOKEN_FILE_VARIABLE = "MANDATE_TOKEN_FILE"  # noqa: S105 - the name of the variable, not a token
+MAX_TOKEN_FILE_BYTES = 64 * 1024
 
 
 class EnvironmentCredentials:
@@ -78,7 +87,7 @@ class CheckedLines:
 class Refuser:
     """Answers and records a malformed message; answers wait until the SDK's write stream exists."""
 
-    def __init__(self, mandate: Mandate, credentials: EnvironmentCredentials) -> None:
+    def __init__(self, mandate: Mandate, credentials: CredentialSource) -> None:
         self._mandate = mandate
         self._credentials = credentials
         self._ready = anyio.Event()
@@ -101,8 +110,31 @@ class Refuser:
         await self._write.send(SessionMessage(problem.error_message()))
 
 
-async def serve_stdio(mandate: Mandate, token: str | None) -> None:
-    credentials = EnvironmentCredentials(token, mandate.verifier)
+class TokenFileCredentials:
+    """The principal of the token in a file, read again on every request (a refreshed token is picked up at once)."""
+
+    def __init__(self, path: Path, verifier: TokenVerifier) -> None:
+        self._path = path
+        self._verifier = verifier
+
+    async def principal(self) -> Principal:
+        try:
+            with self._path.open("rb") as handle:
+                raw = handle.read(MAX_TOKEN_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidToken(f"cannot read the token file named by {TOKEN_FILE_VARIABLE}: {exc.strerror}") from None
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise InvalidToken("token too large")
+        token = raw.decode("ascii", errors="replace").strip()
+        if not token:
+            raise InvalidToken(f"the token file named by {TOKEN_FILE_VARIABLE} is empty")
+        return await self._verifier.verify(token)
+
+
+async def serve_stdio(mandate: Mandate, token: str | None, *, credentials: CredentialSource | None = None) -> None:
+    """Serve one stdio session; ``credentials`` replaces the ``MANDATE_TOKEN`` value ``token`` when given."""
+    if credentials is None:
+        credentials = EnvironmentCredentials(token, mandate.verifier)
     try:
         principal = await credentials.principal()
         print(

@@ -45,5 +45,14 @@ async def test_the_stdio_session_example_lists_the_tokens_tools(harness: Harness
 
 def test_the_desktop_client_config_is_valid_json_naming_the_stdio_command() -> None:
     config = json.loads((EXAMPLES / "desktop-client-config.json").read_text())
-    assert config["mcpServers"]["mandate"]["args"] == ["serve", "--transport", "stdio"]
+    assert config["mcpServers"]["mandate"]["args"] == [
+        "serve",
+        "--transport",
+        "stdio",
+        "--dev-issuer",
+        "--dev-agent",
+        "support",
+    ]
+    assert "MANDATE_TOKEN" not in config["mcpServers"]["mandate"]["env"]  # nothing that expires in an hour
+    assert config["mcpServers"]["mandate-token-file"]["env"]["MANDATE_TOKEN_FILE"]
     assert config["mcpServers"]["mandate-http"]["url"] == "http://127.0.0.1:8000/mcp"

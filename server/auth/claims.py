@@ -4,7 +4,8 @@ Implements the claim checks of the JWT access token profile, RFC 9068 section 4:
 server (RFC 8707 resource indicators; an access token MUST be refused when its audience is not us), ``exp`` required
 and in the future, ``nbf`` and ``iat`` not in the future (RFC 7519 section 4.1), each with a small clock-skew leeway.
 Then the identity: ``sub`` (RFC 9068 section 2.2), ``client_id`` (else ``azp``, else ``sub``), ``scope`` as a
-space-separated string (RFC 8693 section 4.2) or ``scp`` as a list or string, ``jti``, the RFC 8693 section 4.1
+space-separated string (RFC 8693 section 4.2) or ``scp`` as a list or string (or, per issuer, the union of the
+claims it is configured to read: Entra ID ``roles``, Auth0 ``permissions``, ...), ``jti``, the RFC 8693 section 4.1
 ``act`` actor and RFC 9396 ``authorization_details``. A claim of the wrong shape refuses the token instead of being
 guessed at.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ def principal_from_claims(
     tenant_claim: str | None,
     subject_fallback_to_client_id: bool,
     require_tenant: bool = False,
+    scope_claims: Sequence[str] | None = None,
 ) -> Principal:
     """Check ``claims`` at time ``now`` (seconds since the epoch); ``audiences`` are already normalized."""
     if claims.get("iss") != issuer:
@@ -65,7 +67,7 @@ def principal_from_claims(
     return Principal(
         subject=subject,
         client_id=client_id,
-        scopes=_scopes(claims),
+        scopes=_scopes(claims) if scope_claims is None else _mapped_scopes(claims, scope_claims),
         issuer=issuer,
         audience=token_audience,
         expires_at=expires_at,
@@ -158,6 +160,24 @@ def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
     if isinstance(scp, list) and all(isinstance(item, str) and _SCOPE_TOKEN.fullmatch(item) for item in scp):
         return frozenset(scp)
     raise InvalidToken("claim scp is malformed")
+
+
+def _mapped_scopes(claims: Mapping[str, Any], names: Sequence[str]) -> frozenset[str]:
+    """The union of the configured scope claims: each a space-separated string (``scope``, Entra ``scp``) or a list
+    of scope tokens (Entra ``roles``, Auth0 ``permissions``, Okta ``scp``). An absent claim grants nothing; a claim of
+    another shape refuses the token."""
+    granted: set[str] = set()
+    for name in names:
+        value = claims.get(name)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            granted |= _scope_tokens(value, name)
+        elif isinstance(value, list) and all(isinstance(item, str) and _SCOPE_TOKEN.fullmatch(item) for item in value):
+            granted.update(value)
+        else:
+            raise InvalidToken(f"claim {name} is malformed")
+    return frozenset(granted)
 
 
 def _actor(claims: Mapping[str, Any]) -> str | None:

@@ -23,13 +23,14 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
-from server.auth.jwt_verifier import TrustedIssuer
+if TYPE_CHECKING:
+    from server.auth.jwt_verifier import TrustedIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class DevIssuer:
 
     def trusted_issuer(self) -> TrustedIssuer:
         """How a verifier trusts this issuer: through the JWKS file (call ``write_jwks_file`` first)."""
+        from server.auth.jwt_verifier import TrustedIssuer  # the verifier's HTTP stack is not needed to mint
+
         return TrustedIssuer(issuer=self._issuer, jwks_uri=str(self.jwks_path), algorithms=frozenset({ALGORITHM}))
 
     def mint(

@@ -83,6 +83,9 @@ class TrustedIssuer:
     """Refuse tokens without the tenant claim (multi-tenant deployments: a token without a tenant sees every one)."""
     subject_fallback_to_client_id: bool = True
     """Use the client id as subject when ``sub`` is absent (client-credentials tokens of many servers omit it)."""
+    scope_claims: tuple[str, ...] | None = None
+    """The claims the granted scopes are read from and merged (``scope``, ``scp``, ``roles``, ``permissions``, ...);
+    None reads ``scope``, or ``scp`` when there is no ``scope``."""
 
     def __post_init__(self) -> None:
         if not self.issuer:
@@ -107,6 +110,10 @@ class TrustedIssuer:
                 raise ValueError(f"issuer {self.issuer!r}: unknown signature algorithm {name!r}")
         if not self.accepted_types:
             raise ValueError(f"issuer {self.issuer!r}: no token type accepted")
+        if self.scope_claims is not None:
+            object.__setattr__(self, "scope_claims", tuple(self.scope_claims))
+            if not self.scope_claims or not all(self.scope_claims):
+                raise ValueError(f"issuer {self.issuer!r}: scope_claims names no claim")
 
     def accepts_type(self, typ: str) -> bool:
         return _normalize_type(typ) in {_normalize_type(accepted) for accepted in self.accepted_types}
@@ -244,7 +251,7 @@ class JwtVerifier:
             raise InvalidToken("token uses an unsupported critical header")
         typ = header.get("typ")
         if not isinstance(typ, str) or not trusted.accepts_type(typ):
-            raise InvalidToken("token type not accepted")
+            raise _type_refused(trusted, typ)
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken("token is malformed")
@@ -276,6 +283,7 @@ class JwtVerifier:
             tenant_claim=trusted.tenant_claim,
             subject_fallback_to_client_id=trusted.subject_fallback_to_client_id,
             require_tenant=trusted.require_tenant,
+            scope_claims=trusted.scope_claims,
         )
 
     def _remember(self, digest: bytes, result: _CachedResult) -> None:
@@ -322,6 +330,34 @@ class JwtVerifier:
             self._client = httpx2.AsyncClient(timeout=10.0)
             self._owns_client = True
         return self._client
+
+
+_PRINTABLE_TYPE = re.compile(r"[A-Za-z0-9+/._-]{1,40}")
+
+
+def _type_refused(trusted: TrustedIssuer, typ: object) -> InvalidToken:
+    """The refusal of a token whose JOSE ``typ`` this issuer is not configured for, logged with how to fix it.
+
+    RFC 9068 section 2.1 access tokens say ``typ: at+jwt``; several authorization servers write ``JWT`` instead
+    (docs/authorization-servers.md). The message names what was expected and the setting that accepts more; the
+    seen value is repeated only when it is a short plain token (it ends up in a ``WWW-Authenticate`` header).
+    """
+    if not isinstance(typ, str):
+        seen = "token has no type (typ)"
+    elif _PRINTABLE_TYPE.fullmatch(typ):
+        seen = f"token type {typ} not accepted"
+    else:
+        seen = "token type not accepted"
+    expected = ", ".join(sorted({_normalize_type(accepted) for accepted in trusted.accepted_types}))
+    logger.warning(
+        "%s from issuer %s: it accepts typ %s. If this authorization server writes that type into its access "
+        'tokens, add it to the issuer\'s accepted_types (e.g. accepted_types = ["at+jwt", "jwt"], or '
+        "MANDATE_ACCEPTED_TYPES=at+jwt,jwt); see docs/authorization-servers.md",
+        seen,
+        trusted.issuer,
+        expected,
+    )
+    return InvalidToken(f"{seen}; expected typ {expected} (an RFC 9068 access token)")
 
 
 def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

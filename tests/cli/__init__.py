@@ -1,0 +1,1 @@
+"""Tests of the command line: start-up speed, start-up errors, quiet output, `mandate init`."""
