@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench clean
+.PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench docs clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -62,6 +62,10 @@ policy-test: setup
 
 bench: setup
 	$(UV) run python -m bench
+
+## Regenerate docs/configuration.md from the settings models (tests/test_config_reference.py checks it is current).
+docs: setup
+	$(UV) run python -m server.config_reference --write
 
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache tests/interop/node_modules

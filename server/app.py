@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from scopes.catalog import DEFAULT_CATALOG, load_catalog
+from scopes.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 from server.approvals import ApprovalDesk
 from server.approvals.maintenance import Maintenance, running
 from server.approvals.seal import ApprovalSeal
@@ -35,7 +35,7 @@ from server.auth.jwt_verifier import JwtVerifier, TrustedIssuer
 from server.auth.principal import Principal
 from server.callpath.enforcer import Enforcer
 from server.callpath.record import CallInfo
-from server.catalog import ToolCatalog
+from server.catalog import CatalogConflict, ToolCatalog
 from server.config import ConfigError, Settings
 from server.effects.reconciler import reconcile_forever
 from server.guards.rails import Guardrails
@@ -124,8 +124,17 @@ def trusted_issuers(settings: Settings, *, local_dev_jwks: bool) -> list[Trusted
 
 
 def load_tool_catalog(settings: Settings) -> ToolCatalog:
-    scopes = load_catalog(settings.catalog_path or DEFAULT_CATALOG)
-    return ToolCatalog.from_modules(settings.tool_modules, scopes)
+    path = settings.catalog_path or DEFAULT_CATALOG
+    scopes = load_catalog(path)
+    try:
+        return ToolCatalog.from_modules(settings.tool_modules, scopes)
+    except CatalogConflict as exc:
+        if not exc.missing_scopes:
+            raise CatalogError(str(exc)) from None
+        entries = " ".join(f'[scopes."{scope}"] description = "..."' for scope in exc.missing_scopes)
+        raise CatalogError(
+            f"{exc}: add it to {path} ({entries}; `mandate init` gives you a copy to edit, catalog_path points at it)"
+        ) from None
 
 
 def load_policy_runtime(settings: Settings, catalog: ToolCatalog) -> PolicyRuntime:

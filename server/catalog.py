@@ -31,6 +31,10 @@ IDEMPOTENCY_FIELD = "idempotency_key"
 class CatalogConflict(ValueError):
     """Two tools share a name, or a tool requires a scope the scope catalog does not define."""
 
+    def __init__(self, message: str, missing_scopes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing_scopes = tuple(missing_scopes)
+
 
 def _load_file(path: Path) -> ModuleType:
     """A tool module given as a file path (``examples/custom_tool.py``), loaded under a name of its own."""
@@ -167,7 +171,8 @@ class ToolCatalog:
             unknown = [scope for scope in spec.requires.scopes if scope not in scopes.scopes]
             if unknown:
                 raise CatalogConflict(
-                    f"tool {spec.name!r} requires scope(s) {', '.join(unknown)} missing from the scope catalog"
+                    f"tool {spec.name!r} requires scope(s) {', '.join(unknown)} missing from the scope catalog",
+                    unknown,
                 )
             entries[spec.name] = CatalogEntry(spec, _mcp_tool(spec))
         self._entries = dict(sorted(entries.items()))

@@ -26,12 +26,16 @@ class ConfigError(ValueError):
 
 
 class IssuerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     issuer: Annotated[str, Field(min_length=1)]
+    """The issuer identifier, compared exactly with the token's ``iss`` (RFC 9068 section 4)."""
     jwks_uri: str | None = None
+    """The issuer's JWK Set URL (or a local file path). Unset: found through OpenID Connect / RFC 8414 discovery."""
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+    """Signature algorithms accepted from this issuer; ``none`` and ``HS*`` are refused at load (RFC 8725 3.1)."""
     accepted_types: list[str] = Field(default_factory=lambda: ["at+jwt", "application/at+jwt"])
+    """Accepted JOSE ``typ`` values (RFC 9068 section 2.1). Add ``"jwt"`` for servers that write ``typ: JWT``."""
     tenant_claim: str | None = "tenant"
     """The claim naming the caller's tenant; ``""`` for a single-tenant deployment (no tenants at all)."""
     require_tenant: bool | None = None
@@ -69,9 +73,10 @@ DEFAULT_APPROVER_CLAIM = "mandate_approver"
 class ApprovalSettings(BaseModel):
     """Pending approvals (docs/approvals.md): how long one waits, and which tokens count as a human approver."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+    """How long a pending approval waits for a decision before it expires (at least 60 s, at most 30 days)."""
     approver_claim: str | None = DEFAULT_APPROVER_CLAIM
     """Only tokens carrying this claim may list, inspect or decide approvals (not just the scope): the mark of a
     human approver that the authorization server gives people, never agents."""
@@ -84,9 +89,10 @@ class ApprovalSettings(BaseModel):
 class IdempotencySettings(BaseModel):
     """Idempotency keys (docs/approvals.md): how long a stored result is kept, and how long a claim may be held."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+    """How long the first answer to an idempotency key is kept and replayed to retries."""
     lease_seconds: Annotated[int, Field(ge=2, le=3600)] = 60
     """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's).
     ``MANDATE_IDEMPOTENCY_LEASE_SECONDS``."""
@@ -98,25 +104,30 @@ class EffectsSettings(BaseModel):
     """Effects at outside systems (docs/effects.md): how long an intent may stay ``started`` before the reconciler
     asks the provider what happened, and how often each process's reconciler looks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     lease_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 60.0
     """Past this, a started intent's provider call can no longer be in flight (it must exceed the provider's
     timeout): the reconciler may resolve it, and an absent object then means the call never happened."""
     reconcile_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """How often each process's reconciler looks for intents past their lease."""
     reconcile_batch: Annotated[int, Field(ge=1, le=1000)] = 50
+    """How many intents one reconciler pass resolves at most."""
 
 
 class WebhookSettings(BaseModel):
     """The approval webhook: a signed JSON POST (Standard Webhooks) when an approval is created or decided."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     url: str | None = None
+    """Where approval events are POSTed (http:// or https://). Unset: no webhook."""
     secret: SecretStr | None = None
     """The signing secret (``whsec_`` + base64, or any string). Never logged, stored or printed."""
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """How long one delivery attempt may take."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 12
+    """Delivery attempts (with backoff) before an event is given up and logged."""
 
     @field_validator("url")
     @classmethod
@@ -293,12 +304,17 @@ class AuditSettings(BaseModel):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Every field needs a docstring: it is its entry in docs/configuration.md (server/config_reference.py).
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     data_dir: Path = Path("data")
+    """Where the SQLite database, the development issuer's key and audit checkpoints live."""
     database_url: str | None = None
+    """The database: ``postgresql://user@host/db`` or ``sqlite:///path.db``. Unset: ``DATA_DIR/mandate.db``."""
     host: str = "127.0.0.1"
+    """The address ``mandate serve`` listens on."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """The port ``mandate serve`` listens on; 0 picks a free one (printed at start)."""
     resource_url: str | None = None
     """This server's MCP endpoint URL: the audience tokens must name. Defaults to http://HOST:PORT/mcp."""
     public_url: str | None = None
@@ -306,29 +322,49 @@ class Settings(BaseModel):
     dev_issuer: bool = False
     """Trust the local development issuer. Development only."""
     issuers: list[IssuerConfig] = Field(default_factory=list[IssuerConfig])
+    """The trusted authorization servers, one ``[[issuers]]`` table each."""
     stateless: bool = True
+    """Stateless streamable HTTP (any replica answers any request); ``--stateful`` turns on SDK sessions."""
     json_response: bool = True
+    """Answer POSTs with a JSON body rather than an SSE stream."""
     allowed_hosts: list[str] = Field(default_factory=list[str])
-    instance: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    """``Host`` values accepted (DNS rebinding protection, ``host:*`` wildcards). Empty: this host and loopback."""
+    instance: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        json_schema_extra={"default_shown": "`HOSTNAME:PID`"},
+    )
+    """This process's name in audit records and leases."""
     tool_modules: list[str] = Field(default_factory=lambda: ["tools"])
+    """Python packages or files whose ``@tool`` functions are served (read at start: a new tool needs a restart)."""
     catalog_path: Path | None = None
+    """The scope catalog (every scope a tool may require). Unset: the built-in ``scopes/catalog.toml``."""
     agents_path: Path | None = None
+    """The development agents for ``token mint --agent``. Unset: the built-in ``scopes/agents.toml``."""
     policy_path: Path | None = None
     """The policy file (docs/policy.md); default scopes/policy.toml. Reloaded when it changes."""
     log_level: str = "INFO"
+    """The server's log level. One-shot commands log warnings only unless this is set explicitly."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per log line (docs/operations.md, "Logs")."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    """The ``[approvals]`` table."""
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    """The ``[idempotency]`` table."""
     effects: EffectsSettings = Field(default_factory=EffectsSettings)
+    """The ``[effects]`` table."""
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    """The ``[webhook]`` table."""
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    """The ``[console]`` table."""
     payments: PaymentsSettings = Field(default_factory=PaymentsSettings)
+    """The ``[payments]`` table."""
     mail: MailSettings = Field(default_factory=MailSettings)
+    """The ``[mail]`` table."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    """The ``[audit]`` table."""
     background_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """How often each process's background task expires approvals, delivers webhooks and purges old keys."""
     audiences: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list[str])

@@ -19,6 +19,8 @@ from scopes.policy.errors import RuleError
 from scopes.policy.values import Caller, Path, describe_duration, parse_duration
 
 COUNT = "count"
+QUANTITY = "quantity"
+"""The unit of a cap on a plain quantity (``kind = "cap"`` with ``max``): points, items, seats."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class Limits:
 
 
 def show_units(amount: int, unit: str) -> str:
-    if unit == COUNT:
+    if unit in (COUNT, QUANTITY):
         return str(amount)
     return str(Money.from_minor(amount, unit))
 

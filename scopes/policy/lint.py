@@ -104,6 +104,8 @@ def _rule_problems(rule: Rule, vocabulary: Vocabulary) -> Iterator[str]:
             if problem:
                 yield problem
         amount = rule.amount if isinstance(rule, CapRule | BudgetRule) else None
+        if isinstance(rule, CapRule) and rule.is_quantity:
+            amount = None  # a cap on a plain quantity: any whole-number argument or fact
         if amount is not None and not _is_money(amount, shape):
             yield f"{amount.text} is not money for {tool} (declare it with @tool(money=...)); every call would deny"
         if shape.read_only and _asks_approval(rule):

@@ -137,6 +137,8 @@ class Tier(_Strict):
     scope: ScopeText
     limit: MoneyTable | None = None
     count: Annotated[int, Field(ge=0)] | None = None
+    max: Annotated[int, Field(ge=0)] | None = None
+    """For a cap on a plain quantity (``max``): the raised maximum."""
 
 
 class TokenLimit(_Strict):
@@ -148,23 +150,39 @@ class TokenLimit(_Strict):
 
 
 class CapRuleModel(_RuleBase):
-    """A per-call cap on an amount, per currency, with tiers, approval above it and a hard ceiling."""
+    """A per-call cap on an amount of money, per currency (``limit``), or on a plain quantity such as points or
+    items (``max``, a whole number), with tiers, approval above it and a hard ceiling."""
 
     kind: Literal["cap"]
     amount: PathText
-    limit: MoneyTable
+    limit: MoneyTable | None = None
+    max: Annotated[int, Field(ge=0)] | None = None
+    """A cap on a plain quantity (an integer argument or fact): the largest value allowed per call."""
     tiers: list[Tier] = Field(default_factory=list[Tier])
     above: Literal["deny", "approval"] = "deny"
-    ceiling: MoneyTable | None = None
-    """With ``above = "approval"``: amounts above the ceiling are denied outright."""
+    ceiling: MoneyTable | Annotated[int, Field(ge=0)] | None = None
+    """With ``above = "approval"``: amounts above the ceiling are denied outright (a number for a ``max`` cap)."""
     token_limit: TokenLimit | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> CapRuleModel:
+        if (self.limit is None) == (self.max is None):
+            raise ValueError("a cap has exactly one of 'limit' (money per currency) or 'max' (a plain quantity)")
         if self.ceiling is not None and self.above != "approval":
             raise ValueError("'ceiling' only makes sense with above = \"approval\"")
+        if self.max is not None:
+            if self.ceiling is not None and not isinstance(self.ceiling, int):
+                raise ValueError("a 'max' cap's ceiling is a number")
+            if self.token_limit is not None:
+                raise ValueError("'token_limit' caps money; a 'max' cap takes none")
+            for tier in self.tiers:
+                if tier.max is None or tier.limit is not None or tier.count is not None:
+                    raise ValueError(f"tier {tier.scope}: a 'max' cap's tier gives 'max' (a number)")
+            return self
+        if isinstance(self.ceiling, int):
+            raise ValueError("a money cap's ceiling is a table of amounts")
         for tier in self.tiers:
-            if tier.limit is None or tier.count is not None:
+            if tier.limit is None or tier.count is not None or tier.max is not None:
                 raise ValueError(f"tier {tier.scope}: a cap's tier gives 'limit' (a table of amounts)")
         return self
 
@@ -218,6 +236,8 @@ class BudgetModel(_Strict):
         if (self.limit is None) == (self.count is None):
             raise ValueError("a budget has exactly one of 'limit' (money per currency) or 'count' (calls)")
         for tier in self.tiers:
+            if tier.max is not None:
+                raise ValueError(f"tier {tier.scope}: 'max' is for caps; a budget's tier gives 'limit' or 'count'")
             if (tier.limit is None) != (self.limit is None) or (tier.count is None) != (self.count is None):
                 raise ValueError(f"tier {tier.scope}: give the same kind of limit as the budget (limit or count)")
         return self

@@ -22,7 +22,7 @@ from scopes.money import Money
 from scopes.policy.conditions import AnyOf, Compare, Condition
 from scopes.policy.errors import PolicyError
 from scopes.policy.guards import Guards, compile_guards
-from scopes.policy.limits import COUNT, Budget, Limits, Window
+from scopes.policy.limits import COUNT, QUANTITY, Budget, Limits, Window
 from scopes.policy.model import (
     BudgetModel,
     BudgetRuleModel,
@@ -198,7 +198,10 @@ class _Compiler:
     ) -> tuple[tuple[str, Mapping[str, int]], ...]:
         compiled: list[tuple[str, Mapping[str, int]]] = []
         for i, tier in enumerate(tiers):
-            table = _minor_table(tier.limit) if tier.limit is not None else {COUNT: tier.count or 0}
+            if tier.max is not None:
+                table = {QUANTITY: tier.max}
+            else:
+                table = _minor_table(tier.limit) if tier.limit is not None else {COUNT: tier.count or 0}
             extra = sorted(set(table) - set(base))
             if extra:
                 message = f"names {', '.join(extra)}, which the base limit does not (a tier only raises a limit)"
@@ -217,9 +220,15 @@ class _Compiler:
             "when": tuple(self.condition(c, at, f"when[{i}]") for i, c in enumerate(model.when)),
         }
         if isinstance(model, CapRuleModel):
-            base = _minor_table(model.limit)
+            base = _minor_table(model.limit) if model.limit is not None else {QUANTITY: model.max or 0}
             tiers = self.tiers(model.tiers, base, at)
-            ceiling = _minor_table(model.ceiling) if model.ceiling is not None else None
+            ceiling = (
+                {QUANTITY: model.ceiling}
+                if isinstance(model.ceiling, int)
+                else _minor_table(model.ceiling)
+                if model.ceiling is not None
+                else None
+            )
             if ceiling is not None:
                 for currency, limit in base.items():
                     highest = max([limit, *(t[currency] for _, t in tiers if currency in t)])

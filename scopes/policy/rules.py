@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from scopes.money import Money, MoneyError
 from scopes.policy.conditions import Condition, Inputs, all_hold
 from scopes.policy.errors import RuleError
-from scopes.policy.limits import COUNT, Budget, Limits, show_units
+from scopes.policy.limits import COUNT, QUANTITY, Budget, Limits, show_units
 from scopes.policy.results import LedgerKey, RuleResult, Spend
 from scopes.policy.values import Path, Template
 
@@ -73,7 +73,14 @@ class CapRule(RuleBase):
     token_type: str | None
     token_field: str
 
+    @property
+    def is_quantity(self) -> bool:
+        """A cap on a plain quantity (``max``) rather than on money (``limit``)."""
+        return QUANTITY in self.limits.base
+
     def evaluate(self, ctx: Context) -> RuleResult:
+        if self.is_quantity:
+            return self._evaluate_quantity(ctx)
         amount = _money_at(self.amount, ctx)
         unit, scopes = amount.currency, ctx.inputs.caller.scopes
         limit = self.limits.limit_for(unit, scopes)
@@ -123,6 +130,48 @@ class CapRule(RuleBase):
             "cap_exceeded",
             self.text(ctx, message, variables),
             would_allow=(f"amounts up to {limit_money} per call", *tier_hint),
+            details=details,
+        )
+
+    def _evaluate_quantity(self, ctx: Context) -> RuleResult:
+        value = ctx.inputs.get(self.amount)
+        if value is None:
+            raise RuleError(f"{self.amount.text} has no value")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RuleError(f"{self.amount.text} is not a whole number")
+        scopes = ctx.inputs.caller.scopes
+        limit = self.limits.limit_for(QUANTITY, scopes)
+        if value <= limit:
+            return self.result("pass", "", "")
+        variables = {"amount": value, "limit": limit, "token_limit": "-"}
+        tier = self.limits.next_tier(QUANTITY, value, scopes)
+        tier_hint = (f"a token with scope {tier[0]} (up to {tier[1]} per call)",) if tier else ()
+        details = {"limit": str(limit), "amount": str(value)}
+        if self.above == "approval":
+            ceiling = self.ceiling[QUANTITY] if self.ceiling is not None else None
+            if ceiling is None or value <= ceiling:
+                message = f"{value} is above the limit of {limit} per call, so a human must approve it."
+                return self.result(
+                    "approval",
+                    "cap_exceeded",
+                    self.text(ctx, message, variables),
+                    would_allow=(f"needs approval above {limit}", *tier_hint),
+                    details=details,
+                )
+            message = f"{value} is above the ceiling of {ceiling} per call, which no approval can lift."
+            return self.result(
+                "deny",
+                "above_ceiling",
+                self.text(ctx, message, {**variables, "ceiling": ceiling}),
+                would_allow=(f"up to {ceiling} per call, with approval above {limit}",),
+                details={**details, "ceiling": str(ceiling)},
+            )
+        message = f"{value} is above the limit of {limit} per call."
+        return self.result(
+            "deny",
+            "cap_exceeded",
+            self.text(ctx, message, variables),
+            would_allow=(f"up to {limit} per call", *tier_hint),
             details=details,
         )
 

@@ -73,6 +73,7 @@ async def test_on_another_port_the_printed_mint_command_gives_a_token_this_serve
     assert "refund_create" in seen["tools"] and seen_again["tools"] == seen["tools"]
     printed = log.read_text()
     assert f"npx -y --loglevel=error @modelcontextprotocol/inspector@2.12.0 --cli {base}/mcp" in printed
+    assert " INFO server.policy_runtime: policy " in printed  # the server keeps its own INFO log
     assert "Terminating session" not in printed
     assert "HTTP Request:" not in printed  # httpx's per-request INFO lines
     assert token not in printed

@@ -15,6 +15,9 @@
 //   sub=NAME     the token's `sub` (default: the client_id)
 //   expired=1    issue a token that expired 10 minutes ago
 //   typ=at+jwt   the JOSE header `typ` (default: the library's "JWT")
+//   scope_as=C   move the granted scopes out of `scope` into claim C, as real servers do: `scp` (a space-separated
+//                string, Entra ID delegated), `scp_list` (`scp` as a list, Okta), `roles` (Entra ID app roles) or
+//                `permissions` (Auth0 RBAC), both lists
 // JWKS: GET /jwks; discovery: GET /.well-known/openid-configuration.
 // Env OAUTH_SERVER_EXIT_ON_STDIN_EOF=1: exit when stdin reaches end of file (the tests set it).
 "use strict";
@@ -67,6 +70,15 @@ async function main() {
       token.payload.iat = now - 3600;
       token.payload.nbf = now - 3610;
       token.payload.exp = now - 600;
+    }
+
+    const scopeAs = formField(body, "scope_as");
+    if (scopeAs !== undefined && scopeAs !== "") {
+      const granted = String(token.payload.scope ?? "").split(" ").filter((s) => s !== "");
+      delete token.payload.scope;
+      if (scopeAs === "scp") token.payload.scp = granted.join(" ");
+      else if (scopeAs === "scp_list") token.payload.scp = granted;
+      else token.payload[scopeAs] = granted;
     }
 
     const typ = formField(body, "typ");

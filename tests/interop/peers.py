@@ -304,8 +304,11 @@ class MockIssuer:
         sub: str | None = None,
         expired: bool = False,
         typ: str | None = None,
+        scope_as: str | None = None,
     ) -> str:
         form = {"grant_type": "client_credentials", "client_id": client_id, "scope": scope, "aud": aud}
+        if scope_as is not None:
+            form["scope_as"] = scope_as
         if sub is not None:
             form["sub"] = sub
         if expired:
@@ -388,8 +391,12 @@ class MandateInstance:
         dev_issuer: bool,
         issuers: Sequence[MockIssuer] = (),
         accepted_types: Sequence[str] = ("at+jwt", "jwt"),
+        settings: Sequence[str] = (),
+        issuer_settings: Sequence[str] = (),
     ) -> None:
+        """``settings``: more top-level TOML lines; ``issuer_settings``: more lines in each issuer's table."""
         lines = [
+            *settings,
             # The dev issuer's `iss` is derived from resource_url's origin, so `token mint` and
             # `serve --transport stdio` agree with the HTTP server on this port without further settings.
             f'resource_url = "{self.mcp_url}"',
@@ -405,6 +412,7 @@ class MandateInstance:
                 f"accepted_types = {json.dumps(list(accepted_types))}",
                 # a single-tenant deployment: the mock issuer's tokens name no tenant (required by default otherwise)
                 'tenant_claim = ""',
+                *issuer_settings,
                 "",
             ]
         self.config_path.write_text("\n".join(lines))
@@ -455,6 +463,8 @@ def new_mandate(
     dev_issuer: bool,
     issuers: Sequence[MockIssuer] = (),
     accepted_types: Sequence[str] = ("at+jwt", "jwt"),
+    settings: Sequence[str] = (),
+    issuer_settings: Sequence[str] = (),
 ) -> MandateInstance:
     """A seeded data dir and a config for a Mandate on a free port (not started)."""
     data_dir = work_dir / "data"
@@ -462,7 +472,13 @@ def new_mandate(
     home = work_dir / "home"
     home.mkdir()
     instance = MandateInstance(data_dir=data_dir, config_path=work_dir / "config.toml", port=free_port(), home=home)
-    instance.write_config(dev_issuer=dev_issuer, issuers=issuers, accepted_types=accepted_types)
+    instance.write_config(
+        dev_issuer=dev_issuer,
+        issuers=issuers,
+        accepted_types=accepted_types,
+        settings=settings,
+        issuer_settings=issuer_settings,
+    )
     seeded = instance.cli("seed")
     assert seeded.returncode == 0, seeded.describe()
     return instance

@@ -102,3 +102,17 @@ async def test_a_running_server_decides_with_the_new_policy_and_records_its_vers
             )
         ).all()
     assert [v is not None and v.split("+")[0] for v in versions] == ["v1", "v2"]
+
+
+def test_a_successful_reload_is_logged_at_info_not_as_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, clock = tmp_path / "policy.toml", Clock()
+    _write(path, "v1", "100.00")
+    runtime = PolicyRuntime(path, check_every=1.0, monotonic=clock)
+    _write(path, "v2", "200.00")
+    clock.now = 1.0
+    with caplog.at_level(logging.DEBUG, logger="server.policy_runtime"):
+        assert runtime.current().version.startswith("v2+")
+    (reloaded,) = [record for record in caplog.records if "policy reloaded" in record.getMessage()]
+    assert reloaded.levelno == logging.INFO
