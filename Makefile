@@ -10,11 +10,14 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 .PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench docs clean
 
 $(CURDIR)/.tools/bin/uv:
+	@echo "first run: installing uv $(UV_VERSION) into .tools/ ..."
 	python3 -m venv $(CURDIR)/.tools
 	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# The first install shows uv's progress (a minute or so); later runs are quiet.
 setup: $(if $(findstring .tools,$(UV)),$(CURDIR)/.tools/bin/uv)
-	$(UV) sync --frozen --quiet
+	@$(if $(wildcard $(CURDIR)/.venv/bin/python),,echo "first run: installing the locked dependencies into .venv/ ...")
+	$(UV) sync --frozen $(if $(wildcard $(CURDIR)/.venv/bin/python),--quiet,)
 
 ## Set up, seed the demo store (SQLite under ./data) and serve MCP on http://127.0.0.1:8000/mcp with the dev issuer.
 run: setup

@@ -113,6 +113,8 @@ def trusted_issuers(settings: Settings, *, local_dev_jwks: bool) -> list[Trusted
             tenant_claim=cfg.tenant_claim,
             require_tenant=cfg.tenant_required,
             scope_claims=tuple(cfg.scope_claims) if cfg.scope_claims is not None else None,
+            accept_untyped=cfg.accept_untyped,
+            client_id_claim=cfg.client_id_claim,
         )
         for cfg in settings.issuers
     ]

@@ -42,6 +42,11 @@ class IssuerConfig(BaseModel):
     """Refuse this issuer's tokens that lack ``tenant_claim``: a token without a tenant is not bound to one and would
     see every tenant's customers. Unset: required whenever ``tenant_claim`` names a claim (fail closed); set
     ``false`` explicitly to let tenant-less tokens see all tenants."""
+    accept_untyped: bool = False
+    """Also accept this issuer's tokens that carry no ``typ`` header (Okta's access tokens have none). Weaker than
+    explicit typing (RFC 8725 section 3.11): the audience check is then what keeps its ID tokens out."""
+    client_id_claim: str | None = None
+    """The claim naming the client, read before ``client_id`` and ``azp`` (Okta writes ``cid``)."""
     scope_claims: list[Annotated[str, Field(min_length=1)]] | None = None
     """The claims this issuer's granted scopes are read from, merged: ``scope`` (RFC 9068), ``scp`` (Entra ID
     delegated, Okta), ``roles`` (Entra ID application roles), ``permissions`` (Auth0 RBAC) or any other claim holding

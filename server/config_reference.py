@@ -22,7 +22,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from server.config import Settings, environment_variables
 
@@ -90,7 +89,7 @@ def _default(info: FieldInfo) -> str:
         return str(shown)
     if info.default_factory is not None:
         value = info.default_factory()  # type: ignore[call-arg]
-    elif info.default is PydanticUndefined:
+    elif info.is_required():
         return "required"
     else:
         value = info.default

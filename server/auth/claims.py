@@ -38,6 +38,7 @@ def principal_from_claims(
     subject_fallback_to_client_id: bool,
     require_tenant: bool = False,
     scope_claims: Sequence[str] | None = None,
+    client_id_claim: str | None = None,
 ) -> Principal:
     """Check ``claims`` at time ``now`` (seconds since the epoch); ``audiences`` are already normalized."""
     if claims.get("iss") != issuer:
@@ -54,7 +55,12 @@ def principal_from_claims(
         raise InvalidToken("claim exp is malformed") from None
 
     subject = _string(claims, "sub")
-    client_id = _string(claims, "client_id") or _string(claims, "azp") or subject
+    client_id = (
+        (_string(claims, client_id_claim) if client_id_claim else None)
+        or _string(claims, "client_id")
+        or _string(claims, "azp")
+        or subject
+    )
     if subject is None and subject_fallback_to_client_id:
         subject = client_id
     if subject is None:

@@ -83,6 +83,11 @@ class TrustedIssuer:
     """Refuse tokens without the tenant claim (multi-tenant deployments: a token without a tenant sees every one)."""
     subject_fallback_to_client_id: bool = True
     """Use the client id as subject when ``sub`` is absent (client-credentials tokens of many servers omit it)."""
+    accept_untyped: bool = False
+    """Accept tokens without a ``typ`` header (Okta's access tokens have none); a ``typ`` that is present must still
+    be one of ``accepted_types``."""
+    client_id_claim: str | None = None
+    """The claim naming the client, read before ``client_id`` and ``azp`` (Okta: ``cid``)."""
     scope_claims: tuple[str, ...] | None = None
     """The claims the granted scopes are read from and merged (``scope``, ``scp``, ``roles``, ``permissions``, ...);
     None reads ``scope``, or ``scp`` when there is no ``scope``."""
@@ -250,7 +255,7 @@ class JwtVerifier:
         if "crit" in header:
             raise InvalidToken("token uses an unsupported critical header")
         typ = header.get("typ")
-        if not isinstance(typ, str) or not trusted.accepts_type(typ):
+        if not (typ is None and trusted.accept_untyped) and (not isinstance(typ, str) or not trusted.accepts_type(typ)):
             raise _type_refused(trusted, typ)
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -284,6 +289,7 @@ class JwtVerifier:
             subject_fallback_to_client_id=trusted.subject_fallback_to_client_id,
             require_tenant=trusted.require_tenant,
             scope_claims=trusted.scope_claims,
+            client_id_claim=trusted.client_id_claim,
         )
 
     def _remember(self, digest: bytes, result: _CachedResult) -> None:

@@ -70,6 +70,23 @@ def _configure_logging(settings: Settings, *, serving: bool) -> None:
             logging.getLogger(name).setLevel(max(logging.WARNING, root))
 
 
+def foreign_packages() -> list[str]:
+    """Mandate's sibling top-level packages (``scopes``, ``tools``) that resolve to someone else's package of the
+    same name (docs/decisions.md, "Top-level package names"): then Mandate was installed into a shared environment
+    where another distribution also claims the name. Found without importing them."""
+    import importlib.util
+    from pathlib import Path
+
+    home = Path(__file__).resolve().parents[2]
+    foreign: list[str] = []
+    for name in ("scopes", "tools"):
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin).resolve().parents[1] if spec is not None and spec.origin else None
+        if origin != home:
+            foreign.append(f"{name} ({spec.origin if spec is not None else 'not found'})")
+    return foreign
+
+
 def _command_in(argv: Sequence[str]) -> str | None:
     """The top-level command named on the command line (the first word that is not an option), if any."""
     for word in argv:
@@ -100,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_in(arguments))
     args = parser.parse_args(arguments)
+    foreign = foreign_packages()
+    if foreign:
+        print(
+            f"mandate: the package(s) {', '.join(foreign)} are not Mandate's: another distribution uses the same "
+            "top-level name. Install Mandate in an environment of its own (uv tool install, pipx, a venv).",
+            file=sys.stderr,
+        )
+        return 2
 
     from scopes.catalog import CatalogError
     from server.cli import startup

@@ -89,3 +89,17 @@ async def test_a_type_with_header_breaking_characters_is_not_repeated_in_the_ref
     with pytest.raises(InvalidToken) as refused:
         await make_verifier().verify(token)
     assert refused.value.description == "token type not accepted; expected typ at+jwt (an RFC 9068 access token)"
+
+
+async def test_an_issuer_configured_for_untyped_tokens_accepts_one_without_typ_but_still_refuses_a_wrong_typ(
+    published: IssuerSite, make_verifier: VerifierFactory, tokens: TokenFactory
+) -> None:
+    okta = make_verifier(accept_untyped=True, scope_claims=("scp",), client_id_claim="cid")
+    claims = tokens.claims(scp=["orders:read"], cid="0oa-client", omit=["client_id", "scope"])
+
+    principal = await okta.verify(sign(rsa_key("k1"), claims, typ=None))
+    assert (principal.client_id, principal.scopes) == ("0oa-client", frozenset({"orders:read"}))
+    with pytest.raises(InvalidToken, match="token type JWT not accepted"):
+        await okta.verify(sign(rsa_key("k1"), claims, typ="JWT"))
+    with pytest.raises(InvalidToken, match="token has no type"):
+        await make_verifier().verify(sign(rsa_key("k1"), claims, typ=None))
