@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from scopes.catalog import DEFAULT_AGENTS, DEFAULT_CATALOG, load_agents, load_catalog
-from server.cli.common import CommandError, add_server_options
+from server.cli.common import CommandError
 from server.config import DEFAULT_APPROVER_CLAIM, Settings
 
 
@@ -53,7 +53,12 @@ def register(sub: Any) -> None:
     token = sub.add_parser("token", help="development tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     mint = token_sub.add_parser("mint", help="print a JWT from the local development issuer")
-    add_server_options(mint)
+    # Not add_server_options: nothing is bound here. The token names the server it is for (issuer and audience).
+    mint.add_argument("--host", help="host of the server the token is for (default 127.0.0.1)")
+    mint.add_argument(
+        "--port", type=int, help="port of the server the token is for (default 8000; `mandate dev` prints it)"
+    )
+    mint.add_argument("--data-dir", dest="data_dir", help="where the dev issuer's key is (default ./data)")
     mint.add_argument("--agent", help="a development agent from scopes/agents.toml")
     mint.add_argument("--scope", action="append", help="scopes (space-separated; repeatable)")
     mint.add_argument("--sub", help="subject (default agent:NAME)")

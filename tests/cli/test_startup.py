@@ -83,3 +83,11 @@ def test_each_command_builds_its_own_parser_alone(command: str) -> None:
     with pytest.raises(SystemExit) as done:
         parser.parse_args([command, "--help"])
     assert done.value.code == 0
+
+
+def test_token_mint_help_says_its_port_names_the_server_the_token_is_for(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser("token").parse_args(["token", "mint", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "port of the server the token is for" in shown
+    assert "port to bind" not in shown
