@@ -36,6 +36,8 @@ PROCESS_VARIABLES: dict[str, str] = {
     "refreshes tokens can replace it while the server runs.",
     "MANDATE_AUDIT_KEY": "The Ed25519 key file `mandate audit checkpoint` signs with (or `--key`). Keep it apart "
     "from the database.",
+    "MANDATE_FAULT_POINT": "TEST-ONLY, never in production: the crash tests' fault point at which the server kills "
+    "itself (server/effects/faults.py, docs/effects.md).",
 }
 """Variables read by particular commands rather than being settings."""
 
