@@ -155,9 +155,10 @@ class WebhookSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """``GET /metrics`` (Prometheus text format; docs/operations.md, "Metrics"): who may scrape it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = True
+    """Serve ``GET /metrics`` at all."""
     allow_loopback: bool = True
     """Scrapes from 127.0.0.1/::1 need no credential (a Prometheus or agent on the same host)."""
     token: SecretStr | None = None
@@ -169,11 +170,12 @@ class MetricsSettings(BaseModel):
 class TracingSettings(BaseModel):
     """OpenTelemetry traces over OTLP/HTTP (docs/operations.md, "Traces")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     otlp_endpoint: str | None = None
     """The OTLP/HTTP traces URL, e.g. ``http://collector:4318/v1/traces``; unset: nothing is exported."""
     service_name: str = "mandate"
+    """The ``service.name`` resource attribute of exported spans."""
     headers: dict[str, SecretStr] = Field(default_factory=dict[str, SecretStr])
     """Extra headers for the exporter (an API key); never logged or printed."""
 
@@ -188,7 +190,7 @@ class TracingSettings(BaseModel):
 class GuardSettings(BaseModel):
     """Suspensions and refusal aggregation (docs/operations.md, "Suspensions" and "Invalid-token floods")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     suspension_cache_seconds: Annotated[float, Field(gt=0, le=1.0)] = 0.5
     """How old each process's view of the suspensions may be; at most 1 s, so a suspension holds everywhere
@@ -352,8 +354,11 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per log line (docs/operations.md, "Logs")."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """The ``[metrics]`` table."""
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    """The ``[tracing]`` table."""
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    """The ``[guards]`` table."""
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     """The ``[approvals]`` table."""
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
