@@ -202,13 +202,15 @@ class GuardSettings(BaseModel):
 class ConsoleSettings(BaseModel):
     """The web console (docs/console.md): the OAuth client it logs people in with, and how long a session lasts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = True
+    """Serve the web console at ``/console``."""
     issuer: str | None = None
     """The authorization server people log in at (found by RFC 8414 / OIDC discovery). Default: the first
     configured issuer, else the development issuer when it is on."""
     client_id: str = "mandate-console"
+    """The console's OAuth client id at that authorization server."""
     client_secret: SecretStr | None = None
     """Set for a confidential client (client_secret_basic at the token endpoint); unset: a public client (PKCE only)."""
     scopes: list[str] = Field(default_factory=lambda: ["approvals:decide", "audit:read"])
