@@ -36,6 +36,8 @@ PROCESS_VARIABLES: dict[str, str] = {
     "refreshes tokens can replace it while the server runs.",
     "MANDATE_AUDIT_KEY": "The Ed25519 key file `mandate audit checkpoint` signs with (or `--key`). Keep it apart "
     "from the database.",
+    "MANDATE_URL": "`mandate approvals --url`: the running server's base URL, so the command decides through its "
+    "HTTP API instead of opening the database itself.",
     "MANDATE_FAULT_POINT": "TEST-ONLY, never in production: the crash tests' fault point at which the server kills "
     "itself (server/effects/faults.py, docs/effects.md).",
 }
