@@ -99,8 +99,7 @@ class IdempotencySettings(BaseModel):
     ttl_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
     """How long the first answer to an idempotency key is kept and replayed to retries."""
     lease_seconds: Annotated[int, Field(ge=2, le=3600)] = 60
-    """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's).
-    ``MANDATE_IDEMPOTENCY_LEASE_SECONDS``."""
+    """How long an in-progress claim blocks duplicates before a retry may take it over (a crashed process's)."""
     owner_silence_seconds: Annotated[int, Field(ge=3, le=3600)] = 10
     """A claim whose owner's heartbeat is older than this is taken over at once (server/liveness.py)."""
 
@@ -222,18 +221,24 @@ class ConsoleSettings(BaseModel):
 class MailSettings(BaseModel):
     """``[mail]``: how account email confirmation codes and notices are sent (server/mail)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     sender: Literal["smtp", "outbox", "none"] | None = None
     """unset: ``smtp`` when ``smtp_host`` is set, else ``outbox`` with the development issuer, else ``none``."""
     smtp_host: str | None = None
+    """The SMTP server that sends the mail (``sender = "smtp"``); setting it alone selects ``smtp``."""
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    """The SMTP server's port (587: submission)."""
     starttls: bool = True
+    """Upgrade the SMTP connection with STARTTLS (certificate verified) before logging in or sending."""
     username: str | None = None
+    """The SMTP login; unset: no login. Logs in only when ``password_env`` is set too."""
     password_env: str | None = None
     """The name of the environment variable holding the SMTP password (the password is never in the file)."""
     from_address: str = "mandate@localhost"
+    """The ``From`` address of every message."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """How long one SMTP connection and send may take."""
     outbox_dir: Path | None = None
     """The development outbox (``sender = "outbox"``); default DATA_DIR/outbox."""
     code_ttl_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
@@ -256,10 +261,12 @@ class PaymentsSettings(BaseModel):
     Use a restricted key (``rk_live_...``) allowed to write refunds and read payment intents, nothing else.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     provider: Literal["stripe"] | None = None
+    """The provider refunds go through: ``"stripe"``; unset: refunds stay in the embedded demo store."""
     api_key: SecretStr | None = None
+    """The provider's API key (best a restricted key); never logged, recorded or shown. ``MANDATE_STRIPE_API_KEY``."""
     api_base: str | None = None
     """Where the Stripe API is (default https://api.stripe.com); ``http://127.0.0.1:PORT`` for localstripe."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
@@ -298,12 +305,13 @@ class PaymentsSettings(BaseModel):
 class AuditSettings(BaseModel):
     """The audit log's sequencer and verification (docs/audit.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     integration_interval_seconds: Annotated[float, Field(gt=0, le=1.0)] = 0.5
     """How often the active sequencer integrates new records: the bound on a record's wait for its log position
     (plus one batch's own time; plus one interval for a standby replica to take over when the active one dies)."""
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    """At most this many records are integrated in one sequencer transaction."""
     integration_deadline_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     """``mandate audit verify`` reports a record (and its effect) still unintegrated this long after it was
     written: the sequencer is down, or a record was slipped past it."""

@@ -34,8 +34,10 @@ PROCESS_VARIABLES: dict[str, str] = {
     "(the approver's token). Never logged.",
     "MANDATE_TOKEN_FILE": "stdio only: a file holding the access token, read again on every request, so whatever "
     "refreshes tokens can replace it while the server runs.",
-    "MANDATE_AUDIT_KEY": "The Ed25519 key file `mandate audit checkpoint` signs with (or `--key`). Keep it apart "
-    "from the database.",
+    "MANDATE_AUDIT_KEY": "The Ed25519 key file the sequencer and `mandate audit checkpoint` sign tree heads with "
+    "(or `--key`; `audit.signing_key` in the file). Keep it apart from the database.",
+    "MANDATE_APPROVAL_KEY": "The approval seal's key (32 random bytes, base64url or hex; HMAC-SHA256). Unset: "
+    "`DATA_DIR/approval-key`, created 0600 on first use. Every replica needs the same key; never in the database.",
     "MANDATE_URL": "`mandate approvals --url`: the running server's base URL, so the command decides through its "
     "HTTP API instead of opening the database itself.",
     "MANDATE_FAULT_POINT": "TEST-ONLY, never in production: the crash tests' fault point at which the server kills "

@@ -16,10 +16,13 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN = {"server", "tools", "scopes"}
+DEVELOPMENT_ONLY = {"localstripe": "server/providers/localstripe.py", "aiohttp": "server/providers/localstripe.py"}
+"""Imported only inside the localstripe runner, a process of its own for `mandate dev --localstripe` and the tests:
+localstripe is a development dependency (it brings aiohttp); the server itself never imports them."""
 
 
-def _imported_top_level_modules() -> dict[str, str]:
-    found: dict[str, str] = {}
+def _imported_top_level_modules() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
     for package in sorted(OWN):
         for source in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(source.read_text())):
@@ -29,7 +32,9 @@ def _imported_top_level_modules() -> dict[str, str]:
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
                 for name in names:
-                    found.setdefault(name.split(".")[0], str(source.relative_to(ROOT)))
+                    where = found.setdefault(name.split(".")[0], [])
+                    if str(source.relative_to(ROOT)) not in where:
+                        where.append(str(source.relative_to(ROOT)))
     return found
 
 
@@ -40,9 +45,10 @@ def test_every_third_party_module_imported_by_the_packages_is_a_declared_depende
     }
     providers = packages_distributions()
     undeclared: list[str] = []
-    for module, where in sorted(_imported_top_level_modules().items()):
-        if module in OWN or module in sys.stdlib_module_names:
+    for module, importers in sorted(_imported_top_level_modules().items()):
+        if module in OWN or module in sys.stdlib_module_names or importers == [DEVELOPMENT_ONLY.get(module)]:
             continue
+        where = ", ".join(importers)
         distributions = {canonicalize_name(name) for name in providers.get(module, [])}
         if not distributions & declared:
             undeclared.append(f"{module} (imported in {where}; from {', '.join(sorted(distributions)) or '?'})")
