@@ -44,6 +44,7 @@ policy_path = {policy}
 # issuer = "https://auth.example.com/"
 # accepted_types = ["at+jwt"]
 # scope_claims = ["scope"]
+# tenant_claim = "tenant"   # tokens without it are refused; "" for a single-tenant deployment
 """
 
 
