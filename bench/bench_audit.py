@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bench.pg import postgres_url_from_env, reachable, scratch_schema
@@ -121,11 +121,20 @@ async def write_in_transaction(db: Database, count: int, offset: int) -> float:
 
 async def bulk_chain(db: Database, count: int, batch: int = 5000) -> None:
     """Insert ``count`` records with their real leaf hashes, fast (executemany, no ORM), and integrate them."""
+    next_seq = 0
+    if db.is_sqlite:  # SQLite has no identity column: seq is MAX(seq) + 1 under its one writer (server.audit.chain)
+        async with db.engine.connect() as connection:
+            next_seq = (
+                int((await connection.execute(select(func.coalesce(func.max(chain.RECORDS.c.seq), 0)))).scalar_one())
+                + 1
+            )
     for start in range(0, count, batch):
         rows: list[dict[str, Any]] = []
         for index in range(start, min(start + batch, count)):
             values = chain.record_values(record(10_000_000 + index))
             del values["seq"]
+            if db.is_sqlite:
+                values["seq"] = next_seq + index
             values["prev_hash"] = values["hash"] = values["leaf_index"] = None
             values["leaf_hash"] = chain.leaf_hash_of(values).hex()
             rows.append(values)
