@@ -16,8 +16,10 @@ from tests.audit.support import append_records, rows
 
 pytestmark = pytest.mark.anyio
 
-FORGED_LINE = "\r\n#99 2025-01-31T09:00:00.000000Z allow/succeeded refund_create admin-agent"
-HOSTILE_TOOL = "order_get" + FORGED_LINE + "\x1b[2J\x1b]0;owned\x07\u202egnp.exe\u2066x\u2069\x85\x00"
+FORGED_LINE = "\r\n#99 2025-01-31T09:00:00Z allow/succeeded refund_create admin"  # tool fits 100
+# No NUL here: these records are written directly, and PostgreSQL stores no NUL in text (the call path maps it to
+# "\\u0000" before it records; tests/audit/test_unwritable_input.py covers that).
+HOSTILE_TOOL = "order_get" + FORGED_LINE + "\x1b[2J\x1b]0;owned\x07\u202egnp.exe\u2066x\u2069\x85"
 UNSAFE = ["\r", "\n", "\x1b", "\x07", "\u202e", "\u2066", "\u2069", "\x85", "\x00"]
 
 
