@@ -212,7 +212,7 @@ class ConsoleSettings(BaseModel):
     """The console's OAuth client id at that authorization server."""
     client_secret: SecretStr | None = None
     """Set for a confidential client (client_secret_basic at the token endpoint); unset: a public client (PKCE only)."""
-    scopes: list[str] = Field(default_factory=lambda: ["approvals:decide", "audit:read"])
+    scopes: list[str] = Field(default_factory=lambda: ["approvals:decide", "audit:read", "principals:suspend"])
     """The scopes the console asks for; what a person may do is what their token grants."""
     session_ttl_seconds: Annotated[int, Field(ge=300, le=7 * 86400)] = 8 * 3600
     """A session ends at this age or when its access token expires, whichever comes first."""

@@ -7,7 +7,9 @@
 - ``/console/audit``: the audit trail filtered by agent, tool, outcome and time (the ``audit_search`` tool);
   ``/console/audit/records/{id}``: one record and the lineage of its effects; ``/console/audit/verify`` (POST):
   check the hash chain, against the last signed checkpoint.
-- ``/console/agents``: per client, recent activity, denials and budgets used today.
+- ``/console/agents``: per client, recent activity, denials, budgets used today and whether it is suspended;
+  ``/console/agents/suspend`` and ``/console/agents/resume`` (POST): the kill switch, calls of the
+  ``principal_suspend`` and ``principal_resume`` tools through the enforcer (:mod:`.suspending`).
 - ``/console/policy``: the version in force and its rules; ``/console/policy/explain`` (POST): the decision a
   hypothetical call would get, without doing or recording anything.
 
@@ -29,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.auth.errors import InvalidToken
 from server.auth.principal import Principal
-from server.console import events, reading, sessions
+from server.console import events, reading, sessions, suspending
 from server.console.login import LoginClient, LoginError, pkce_pair
 from server.console.web import (
     Signed,
@@ -78,6 +80,8 @@ class Console:
             Route("/console/audit/records/{record_id}", self.record, methods=["GET"]),
             Route("/console/audit/verify", self.verify, methods=["POST"]),
             Route("/console/agents", self.agents, methods=["GET"]),
+            Route("/console/agents/suspend", self.suspend, methods=["POST"]),
+            Route("/console/agents/resume", self.resume, methods=["POST"]),
             Route("/console/policy", self.policy, methods=["GET"]),
             Route("/console/policy/explain", self.explain, methods=["POST"]),
             Mount("/console/static", StaticFiles(directory=static), name="console-static"),
@@ -412,9 +416,83 @@ class Console:
             return login_redirect(request)
         if not self._may_read_audit(signed.principal):
             return self._forbidden(request, signed, "seeing agents' activity")
+        return await self._agents_page(request, signed, flash=await self._take_flash(signed))
+
+    async def _agents_page(
+        self,
+        request: Request,
+        signed: Signed,
+        *,
+        status: int = 200,
+        refusal: Any = None,
+        form: dict[str, str] | None = None,
+        flash: str | None = None,
+    ) -> Response:
         async with self.mandate.db.session() as session:
             activity = await reading.agents(session, signed.principal, self._now)
-        return render(self.mandate, request, "agents.html", signed, agents=activity, amount_text=reading.amount_text)
+            state = await suspending.state(session, ((a.client_id, a.subjects) for a in activity))
+        return render(
+            self.mandate,
+            request,
+            "agents.html",
+            signed,
+            status=status,
+            agents=activity,
+            amount_text=reading.amount_text,
+            suspensions=state,
+            may_suspend=suspending.may_suspend(self.mandate, signed.principal),
+            refusal=refusal,
+            form=form or {},
+            flash=flash,
+        )
+
+    async def suspend(self, request: Request) -> Response:
+        return await self._kill_switch(request, suspending.SUSPEND_TOOL, suspending.suspend_arguments)
+
+    async def resume(self, request: Request) -> Response:
+        return await self._kill_switch(request, suspending.RESUME_TOOL, suspending.resume_arguments)
+
+    async def _kill_switch(self, request: Request, tool: str, arguments_of: Any) -> Response:
+        """Suspend or resume as the signed-in person: the tool call goes through the enforcer (scope, validation,
+        audit record); a form without a reason is answered here and calls nothing."""
+        signed = await signed_in(self.mandate, request)
+        if signed is None:
+            return login_redirect(request)
+        form = await checked_form(self.mandate, request, signed)
+        if isinstance(form, Response):
+            return form
+        may_read = self._may_read_audit(signed.principal)
+        try:
+            arguments: dict[str, Any] = arguments_of(form)
+        except suspending.FormProblem as exc:
+            refusal = {"code": "invalid_form", "message": f"{exc} Nothing was changed."}
+            if not may_read:
+                return self._forbidden(request, signed, "seeing agents")
+            return await self._agents_page(request, signed, status=400, refusal=refusal, form=form)
+        ok, body = await self._call(signed, request, tool, arguments)
+        if not ok:
+            code = str(body.get("code", ""))
+            status = 409 if code == "not_suspended" else 400 if code.startswith("invalid") else 403
+            if not may_read:
+                return render(
+                    self.mandate,
+                    request,
+                    "error.html",
+                    signed,
+                    status=403,
+                    title="Not permitted",
+                    message=f"Refused ({code}): {body.get('message', '')} Nothing was changed.",
+                )
+            return await self._agents_page(request, signed, status=status, refusal=body, form=form)
+        if tool == suspending.SUSPEND_TOOL:
+            row = body.get("suspension") or {}
+            verb = "Suspended" if body.get("created") else "Already suspended"
+            message = f"{verb}: {row.get('kind')} {row.get('value')} ({row.get('suspension_id')})."
+        else:
+            ended = body.get("resumed") or []
+            message = "Resumed: " + ", ".join(f"{r.get('kind')} {r.get('value')}" for r in ended) + "."
+        await self._set_flash(signed, message)
+        return RedirectResponse("/console/agents", status_code=303)
 
     # --- policy -----------------------------------------------------------------------------------------------------
 

@@ -42,8 +42,15 @@ class Browser:
         return path if path.startswith("http") else f"{self.live.base_url}{path}"
 
     async def log_in(
-        self, identity: str = "supervisor", subject: str = "", next_path: str = "/console/approvals"
+        self,
+        identity: str = "supervisor",
+        subject: str = "",
+        next_path: str = "/console/approvals",
+        approver: bool | None = None,
     ) -> None:
+        """Sign in as a development identity; ``approver`` (default: for ``supervisor``) ticks the page's human
+        approver box, which approving needs (``approvals.approver_claim``, on by default)."""
+        approver = identity == "supervisor" if approver is None else approver
         started = await self.get(f"/console/login?next={next_path}")
         assert started.status_code == 303, started.text
         authorize = started.headers["location"]
@@ -52,7 +59,14 @@ class Browser:
         assert page.status_code == 200 and "Development only" in page.text
         params = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}
         picked = await self.post(
-            "/dev-issuer/authorize", {**params, "identity": identity, "subject": subject, "decision": "allow"}
+            "/dev-issuer/authorize",
+            {
+                **params,
+                "identity": identity,
+                "subject": subject,
+                "decision": "allow",
+                **({"approver": "on"} if approver else {}),
+            },
         )
         assert picked.status_code == 303, picked.text
         callback = picked.headers["location"]
