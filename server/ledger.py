@@ -53,6 +53,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.money import Money
 from scopes.policy.limits import COUNT
 from scopes.policy.results import LedgerKey, Spend
+from server.storage.prepared import Prepared, run, run_many
 from server.storage.types import UTCDateTime
 
 
@@ -123,6 +124,10 @@ _ADD = (
     .values(spent=BUCKETS.c.spent + bindparam("k_amount"), updated_at=bindparam("k_at", type_=UTCDateTime()))
 )
 _ADD_CAPPED = _ADD.where(BUCKETS.c.spent + bindparam("k_amount") <= bindparam("k_cap"))
+_SPENT_NOW = Prepared(_SPENT)
+_SPENT_NOW_LOCKED = Prepared(_SPENT_LOCKED)
+_ADD_NOW = Prepared(_ADD)
+_ADD_CAPPED_NOW = Prepared(_ADD_CAPPED)
 _HOLDER = and_(
     WINDOW_TOTALS.c.budget == bindparam("k_budget"),
     WINDOW_TOTALS.c.holder == bindparam("k_holder"),
@@ -156,7 +161,8 @@ _BOUNDARY_ENTRIES = (
     .scalar_subquery()
 )
 WINDOW_TOTAL = select(_WHOLE_DAYS + _WHOLE_HOURS + _BOUNDARY_ENTRIES)
-_ADD_ENTRY = insert(ENTRIES)
+_WINDOW_TOTAL_NOW = Prepared(WINDOW_TOTAL)
+_ADD_ENTRY = Prepared(insert(ENTRIES))
 _SLOT_COLUMNS = ["budget", "holder", "unit", "slot"]
 
 
@@ -197,17 +203,18 @@ async def totals(
     Without ``lock`` (``mandate explain``) nothing is written or locked and a missing total reads as zero.
     """
     usage: dict[str, int | Money] = {}
-    connection = await session.connection()
-    query = _SPENT_LOCKED if lock else _SPENT
+    query = _SPENT_NOW_LOCKED if lock else _SPENT_NOW
     for key in sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window)):
         params = _bucket(key)
-        found = (await connection.execute(query, params)).scalar()
+        found = (await run(session, query, params)).first()
         if found is None and lock:  # the first spend of this holder in this window: create the row, then lock it
             await _ensure_bucket(session, key, at)
-            found = (await connection.execute(query, params)).scalar_one()
-        spent = int(found or 0)
+            found = (await run(session, query, params)).first()
+            if found is None:
+                raise LedgerConflict(f"budget {key.budget}: its total could not be created")
+        spent = int(found[0]) if found is not None else 0
         if key.since is not None:
-            spent = int((await connection.execute(WINDOW_TOTAL, window_params(key, key.since))).scalar_one())
+            spent = int((await run(session, _WINDOW_TOTAL_NOW, window_params(key, key.since))).scalar())
         usage[key.budget] = _as_usage(spent, key.unit)
     return usage
 
@@ -216,16 +223,15 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
     """Add each spend to its total, in the caller's transaction; a capped spend that no longer fits raises."""
     if not spends:
         return
-    connection = await session.connection()
     entries: list[dict[str, object]] = []
     slots: dict[tuple[str, str, str, str], int] = {}
     for spend in sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)):
         key = spend.ledger
         params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
         if spend.cap is not None and key.since is None:
-            result = await connection.execute(_ADD_CAPPED, {**params, "k_cap": spend.cap})
+            result = await run(session, _ADD_CAPPED_NOW, {**params, "k_cap": spend.cap})
         else:
-            result = await connection.execute(_ADD, params)
+            result = await run(session, _ADD_NOW, params)
         if result.rowcount != 1:
             raise LedgerConflict(f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}")
         entries.append(
@@ -244,9 +250,9 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
             for slot in slots_of(at):
                 slot_key = (key.budget, key.key, key.unit, slot)
                 slots[slot_key] = slots.get(slot_key, 0) + spend.amount
-    await connection.execute(_ADD_ENTRY, entries)
+    await run_many(session, _ADD_ENTRY, entries)
     if slots:
-        await _add_to_slots(connection, slots)
+        await _add_to_slots(session, slots)
 
 
 def _slot_upsert(dialect_insert: Any) -> Any:
@@ -256,13 +262,14 @@ def _slot_upsert(dialect_insert: Any) -> Any:
     )
 
 
-_ADD_TO_SLOT = {"postgresql": _slot_upsert(pg_insert), "sqlite": _slot_upsert(sqlite_insert)}
+_ADD_TO_SLOT = {"postgresql": Prepared(_slot_upsert(pg_insert)), "sqlite": Prepared(_slot_upsert(sqlite_insert))}
 
 
-async def _add_to_slots(connection: AsyncConnection, slots: dict[tuple[str, str, str, str], int]) -> None:
+async def _add_to_slots(session: AsyncSession, slots: dict[tuple[str, str, str, str], int]) -> None:
     """Add to the rolling sub-totals, one upsert per slot in one round trip (under the decision's anchor lock)."""
     rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
-    await connection.execute(_ADD_TO_SLOT[connection.dialect.name], rows)
+    dialect = "sqlite" if session.bind is not None and session.bind.dialect.name == "sqlite" else "postgresql"
+    await run_many(session, _ADD_TO_SLOT[dialect], rows)
 
 
 async def backfill_window_totals(connection: AsyncConnection) -> int:
@@ -287,16 +294,15 @@ async def backfill_window_totals(connection: AsyncConnection) -> int:
     return len(rows)
 
 
+_BUCKET_KEY = ["budget", "holder", "unit", "period"]
+_CREATE_BUCKET = {
+    "postgresql": Prepared(pg_insert(BUCKETS).on_conflict_do_nothing(index_elements=_BUCKET_KEY)),
+    "sqlite": Prepared(sqlite_insert(BUCKETS).on_conflict_do_nothing(index_elements=_BUCKET_KEY)),
+}
+
+
 async def _ensure_bucket(session: AsyncSession, key: LedgerKey, at: datetime) -> None:
     """Create the bucket row if it is missing, without failing when a concurrent transaction creates it too."""
     values = {"budget": key.budget, "holder": key.key, "unit": key.unit, "period": key.window, "spent": 0}
-    columns = ["budget", "holder", "unit", "period"]
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
-        pg = pg_insert(LedgerBucket).values(**values, updated_at=at).on_conflict_do_nothing(index_elements=columns)
-        await session.exec(pg)
-    else:
-        lite = (
-            sqlite_insert(LedgerBucket).values(**values, updated_at=at).on_conflict_do_nothing(index_elements=columns)
-        )
-        await session.exec(lite)
+    dialect = "sqlite" if session.bind is not None and session.bind.dialect.name == "sqlite" else "postgresql"
+    await run(session, _CREATE_BUCKET[dialect], {**values, "updated_at": at})

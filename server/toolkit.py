@@ -22,6 +22,10 @@ A tool whose effect happens at an outside system (a refund at a payment provider
 ``call`` makes the provider request carrying the key and metadata the framework gives (:class:`EffectCall`),
 ``find`` looks the object up again by that metadata, ``complete`` writes the local rows once the provider did it,
 and ``release`` undoes ``prepare``'s holds when the provider definitely did not.
+
+A tool reads and writes through ``ctx.session`` (SQLModel's ORM), or, on a hot path, through statements built once
+(:class:`Statement`, a SQLAlchemy Core statement) and run with ``ctx.fetch_one``, ``ctx.fetch_all`` and
+``ctx.execute``: the same transaction, without the ORM's per-call work (:mod:`server.storage.prepared`).
 """
 
 from __future__ import annotations
@@ -43,10 +47,16 @@ from server.auth.principal import Principal
 from server.mail import MailSender as MailSender
 from server.mail import MailUnavailable as MailUnavailable
 from server.mail import OutgoingMail as OutgoingMail
+from server.storage.prepared import Prepared
+from server.storage.prepared import Row as Row
+from server.storage.prepared import run as _run
 
 if TYPE_CHECKING:
     from server.approvals.desk import ApprovalDesk
     from server.audit.lineage import Effect
+
+Statement = Prepared
+"""A SQLAlchemy Core statement built once, for ``ctx.fetch_one``, ``ctx.fetch_all`` and ``ctx.execute``."""
 
 ArgsT = TypeVar("ArgsT", bound="StrictArgs")
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -118,6 +128,18 @@ class ToolContext:
     """The approval desk, for the approval tools (``tools/approvals.py``); None where approvals are not served."""
     mail: MailSender | None = None
     """The configured mail sender (:mod:`server.mail`), for tools that mail a customer; None: no mail."""
+
+    async def fetch_one(self, statement: Statement, **params: Any) -> Row | None:
+        """The first row ``statement`` returns in the call's transaction, or ``None``."""
+        return (await _run(self.session, statement, params)).first()
+
+    async def fetch_all(self, statement: Statement, **params: Any) -> list[Row]:
+        """Every row ``statement`` returns in the call's transaction."""
+        return (await _run(self.session, statement, params)).rows
+
+    async def execute(self, statement: Statement, **params: Any) -> int:
+        """Run ``statement`` (an ``INSERT``, ``UPDATE`` or ``DELETE``) in the call's transaction; rows changed."""
+        return (await _run(self.session, statement, params)).rowcount
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]

@@ -17,7 +17,7 @@ from scopes.requirement import all_of
 from server.toolkit import Facts, NotFound, StrictArgs, ToolContext, ToolError, tool
 from tools.compensations import reopen_cancelled_order
 from tools.customers import CustomerId
-from tools.store.access import get_customer, get_order
+from tools.store.access import get_customer, get_order, locked_order
 from tools.store.models import Order, OrderLine, OrderStatus
 
 OrderId = Annotated[str, Field(pattern=r"^ord_[0-9A-Za-z]{1,36}$", description="an order id such as ord_5001")]
@@ -97,7 +97,7 @@ class _ActsOnOrder(Protocol):
 
 async def order_facts(args: _ActsOnOrder, ctx: ToolContext) -> OrderFacts:
     """The order named by ``args.order_id``, locked for the rest of the call; another tenant's is not found."""
-    order = await get_order(ctx, args.order_id, for_update=True)
+    order = await locked_order(ctx, args.order_id)
     return OrderFacts(
         order_id=order.id,
         customer_id=order.customer_id,

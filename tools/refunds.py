@@ -16,13 +16,23 @@ import uuid
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import insert
 
 from scopes.money import Money, MoneyError
 from scopes.requirement import any_of
-from server.toolkit import EffectCall, External, ProviderObject, StrictArgs, ToolContext, ToolError, tool
+from server.toolkit import (
+    EffectCall,
+    External,
+    ProviderObject,
+    Statement,
+    StrictArgs,
+    ToolContext,
+    ToolError,
+    tool,
+)
 from tools.compensations import flag_refund
 from tools.orders import OrderId, order_facts
-from tools.store.access import get_order
+from tools.store.access import OrderRow, add_refunded, get_order, locked_order
 from tools.store.models import Order, Refund
 
 Amount = Annotated[
@@ -84,6 +94,12 @@ async def _refundable(args: RefundCreateArgs, ctx: ToolContext) -> tuple[Money, 
     """The amount, and the order (locked), once the refund is known to fit what is left on it."""
     amount = parse_amount(args)
     order = await get_order(ctx, args.order_id, for_update=True)
+    _check_fits(amount, order)
+    return amount, order
+
+
+def _check_fits(amount: Money, order: Order | OrderRow) -> None:
+    """Refuse a refund in another currency than the order's, or for more than is left to refund on it."""
     if amount.currency != order.currency:
         raise ToolError(
             "currency_mismatch",
@@ -98,7 +114,6 @@ async def _refundable(args: RefundCreateArgs, ctx: ToolContext) -> tuple[Money, 
             f"{amount} is more than that.",
             details={"refundable_left": Money.from_minor(left, order.currency).formatted},
         )
-    return amount, order
 
 
 async def hold_refund(args: RefundCreateArgs, ctx: ToolContext) -> RefundPlan:
@@ -203,10 +218,14 @@ def _public(refund: Refund, order: Order) -> RefundPublic:
 async def refund_create(args: RefundCreateArgs, ctx: ToolContext) -> RefundPublic:
     """Refund part or all of an order to the customer. The amount is a decimal string in the order's currency and
     cannot exceed what is left unrefunded on the order."""
-    amount, order = await _refundable(args, ctx)
-    order.refunded_minor += amount.minor
-    refund = Refund(
-        id=f"ref_{uuid.uuid4().hex[:20]}",
+    amount = parse_amount(args)
+    order = await locked_order(ctx, args.order_id)  # read, and locked, by the facts loader already
+    _check_fits(amount, order)
+    order = await add_refunded(ctx, order, amount.minor)
+    refund_id = f"ref_{uuid.uuid4().hex[:20]}"
+    await ctx.execute(
+        _ADD_REFUND,
+        id=refund_id,
         order_id=order.id,
         customer_id=order.customer_id,
         amount_minor=amount.minor,
@@ -215,8 +234,17 @@ async def refund_create(args: RefundCreateArgs, ctx: ToolContext) -> RefundPubli
         created_at=ctx.now,
         created_by=ctx.principal.key,
         audit_id=ctx.audit_id,
+        provider_refund_id=None,
     )
-    ctx.session.add(order)
-    ctx.session.add(refund)
-    await ctx.session.flush()
-    return _public(refund, order)
+    return RefundPublic(
+        refund_id=refund_id,
+        order_id=order.id,
+        customer_id=order.customer_id,
+        amount=amount.formatted,
+        currency=amount.currency,
+        order_refunded_total=Money.from_minor(order.refunded_minor, order.currency).formatted,
+        order_refundable_left=Money.from_minor(order.total_minor - order.refunded_minor, order.currency).formatted,
+    )
+
+
+_ADD_REFUND = Statement(insert(Refund.__table__))  # type: ignore[attr-defined]

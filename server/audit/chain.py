@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Table, func, insert, select
 from sqlmodel import SQLModel
@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.merkle import leaf_hash as merkle_leaf_hash
 from server.audit.models import AuditHead, AuditRecord
+from server.storage.prepared import Prepared, run
 
 LOG_FIELDS = frozenset({"seq", "leaf_index", "leaf_hash", "prev_hash", "hash"})
 LEAF_FIELDS: tuple[str, ...] = tuple(sorted(name for name in AuditRecord.model_fields if name not in LOG_FIELDS))
@@ -40,6 +41,9 @@ LEGACY_FIELDS: tuple[str, ...] = tuple(
 )
 """What a legacy chain link's hash covers: the content, ``seq`` and ``prev_hash``."""
 HASHED_FIELDS = LEGACY_FIELDS  # the name the chain code used
+
+NewRecord = dict[str, Any]
+"""A record about to be appended, as its column values (:func:`server.callpath.record.build_record`)."""
 
 RECORDS: Table = SQLModel.metadata.tables[AuditRecord.__tablename__]
 HEAD: Table = SQLModel.metadata.tables[AuditHead.__tablename__]
@@ -112,29 +116,39 @@ def stored_leaf_intact(row: Mapping[str, Any]) -> bool:
     return row.get("leaf_hash") is not None and leaf_hash_of(row).hex() == row["leaf_hash"]
 
 
-_INSERT_RECORD = insert(RECORDS)
-_NEXT_SQLITE_SEQ = select(func.coalesce(func.max(RECORDS.c.seq), 0) + 1).scalar_subquery()
+_INSERT_RECORD = Prepared(insert(RECORDS))
+_INSERT_RETURNING_SEQ = Prepared(insert(RECORDS).returning(RECORDS.c.seq))
+_NEXT_SQLITE_SEQ = Prepared(select(func.coalesce(func.max(RECORDS.c.seq), 0) + 1))
 
 
-async def append(session: AsyncSession, record: AuditRecord) -> AuditRecord:
+@overload
+async def append(session: AsyncSession, record: AuditRecord) -> AuditRecord: ...
+@overload
+async def append(session: AsyncSession, record: NewRecord) -> None: ...
+async def append(session: AsyncSession, record: AuditRecord | NewRecord) -> AuditRecord | None:
     """Insert ``record``, carrying its leaf hash, inside the caller's transaction; it commits with the effect.
 
-    Nothing shared is read or locked. Whatever the caller has pending in the session is flushed first, so the record
-    is the transaction's last write. The record's ``seq`` is set from the database; its ``leaf_index`` stays unset
-    until the sequencer integrates it.
+    ``record``: an :class:`AuditRecord`, or its column values (what :func:`server.callpath.record.build_record`
+    gives, without building an ORM object). Nothing shared is read or locked. Whatever the caller has pending in the
+    session is flushed first, so the record is the transaction's last write. The insertion key ``seq`` comes from
+    the database; ``leaf_index`` stays unset until the sequencer integrates the record.
     """
-    await session.flush()
-    connection = await session.connection()
-    values = record_values(record)
+    values = record_values(record) if isinstance(record, AuditRecord) else dict(record)
     values["leaf_index"] = None
     values["prev_hash"] = values["hash"] = None
-    record.leaf_hash = values["leaf_hash"] = merkle_leaf_hash(canonical_json(_body(LEAF_FIELDS, values))).hex()
-    record.leaf_index = record.prev_hash = record.hash = None
-    del values["seq"]
-    if connection.dialect.name == "sqlite":
-        values["seq"] = _NEXT_SQLITE_SEQ
-        statement = _INSERT_RECORD.values(values).returning(RECORDS.c.seq)
-        record.seq = int((await connection.execute(statement)).scalar_one())
+    values["leaf_hash"] = leaf = merkle_leaf_hash(canonical_json(_body(LEAF_FIELDS, values))).hex()
+    values.pop("seq", None)
+    if session.bind is not None and session.bind.dialect.name == "sqlite":
+        # under the write lock every SQLite write transaction holds from its BEGIN IMMEDIATE
+        values["seq"] = seq = int((await run(session, _NEXT_SQLITE_SEQ)).scalar())
+        await run(session, _INSERT_RECORD, values)
+    elif isinstance(record, AuditRecord):
+        seq = int((await run(session, _INSERT_RETURNING_SEQ, values)).scalar())
     else:
-        record.seq = int((await connection.execute(_INSERT_RECORD.returning(RECORDS.c.seq), values)).scalar_one())
+        await run(session, _INSERT_RECORD, values)
+        return None
+    if not isinstance(record, AuditRecord):
+        return None
+    record.seq, record.leaf_hash = seq, leaf
+    record.leaf_index = record.prev_hash = record.hash = None
     return record

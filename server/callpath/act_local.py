@@ -19,7 +19,7 @@ import mcp_types as types
 from scopes.policy import Decision
 from server import idempotency, ledger
 from server.audit import chain
-from server.audit.models import AuditRecord
+from server.audit.chain import NewRecord
 from server.audit.receipt import with_receipt
 from server.auth.principal import Principal
 from server.callpath import guard
@@ -32,7 +32,7 @@ from server.toolkit import ToolContext, ToolError
 
 logger = logging.getLogger("server.callpath")
 
-Record = Callable[[Outcome], AuditRecord]
+Record = Callable[[Outcome], NewRecord]
 Effect = Callable[[Any, ToolContext, Decision, Record], Awaitable[types.CallToolResult]]
 """The effect of an allowed call, in its transaction after the ledger reservation: ``(session, ctx, decision,
 record) -> answer``; it writes the audit record (``record``) and completes the idempotency claim itself."""
@@ -85,7 +85,7 @@ async def decide_and_act(
     acted: list[bool] = []
     deferred: list[Callable[[], Awaitable[object]]] = []
 
-    def record(outcome: Outcome) -> AuditRecord:
+    def record(outcome: Outcome) -> NewRecord:
         return core.record(call, outcome, audit_id, now)
 
     async def work(session: Any) -> tuple[types.CallToolResult, str]:

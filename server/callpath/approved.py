@@ -21,7 +21,7 @@ from scopes.policy import Decision
 from server import ledger
 from server.approvals.store import requester_principal, stored_arguments
 from server.audit import chain
-from server.audit.models import AuditRecord
+from server.audit.chain import NewRecord
 from server.callpath.act_external import carry_out, start
 from server.callpath.admit import Admitted, Rejected, admit
 from server.callpath.answers import Refusal
@@ -135,7 +135,7 @@ async def _start_external(
     ctx.approval_id = approval.id
     ctx.customer_id = ctx.customer_id or approval.customer_id
 
-    def record(outcome: Outcome) -> AuditRecord:
+    def record(outcome: Outcome) -> NewRecord:
         return core.record(call, outcome, ctx.audit_id, ctx.now)
 
     intent, answer = await start(core, session, ctx, decision, record, admitted, call, None, provider)

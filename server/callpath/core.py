@@ -24,7 +24,7 @@ from scopes.identity import identity_key
 from scopes.policy import load_policy
 from server import idempotency
 from server.audit import chain
-from server.audit.models import AuditRecord
+from server.audit.chain import NewRecord
 from server.auth.principal import Principal
 from server.callpath.admit import Admitted
 from server.callpath.answers import Refusal
@@ -135,9 +135,7 @@ class CallPathCore:
         spec, policy = admitted.entry.spec, self.policies.current()
         return await decide_in(spec, admitted.args, admitted.policy_args, ctx, policy, lock=lock)
 
-    def record(
-        self, call: Invocation, outcome: Outcome, audit_id: str, at: datetime, kind: str = "call"
-    ) -> AuditRecord:
+    def record(self, call: Invocation, outcome: Outcome, audit_id: str, at: datetime, kind: str = "call") -> NewRecord:
         return build_record(self.instance, call, outcome, audit_id, at, kind=kind)
 
     async def record_alone(

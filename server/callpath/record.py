@@ -20,6 +20,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from scopes.policy import Decision
+from server.audit.chain import NewRecord
 from server.audit.models import AuditRecord
 from server.audit.redaction import arguments_digest, canonical_json, redact
 from server.auth.principal import Principal
@@ -95,69 +96,70 @@ def success_result(result: BaseModel) -> types.CallToolResult:
 
 def build_record(
     instance: str, call: Invocation, outcome: Outcome, audit_id: str, at: datetime, *, kind: str = "call"
-) -> AuditRecord:
-    """The audit record of one invocation (DESIGN.md section 6); its place in the chain is set by ``chain.append``."""
+) -> NewRecord:
+    """The audit record of one invocation (DESIGN.md section 6), as its column values (no ORM object is built on
+    the call path); its leaf hash and insertion key are set by ``chain.append``."""
     principal, info, tool, raw = call.principal, call.info, call.tool, call.raw
     customer_id = outcome.customer_id or _string_or_none(raw.get("customer_id"))
-    record = AuditRecord(
-        seq=0,
-        id=audit_id,
-        at=at,
-        instance=instance,
-        kind=kind,
-        subject=principal.subject if principal else None,
-        client_id=principal.client_id if principal else None,
-        issuer=principal.issuer if principal else None,
-        scopes=" ".join(sorted(principal.scopes)) if principal else None,
-        token_id=principal.token_id if principal else None,
-        tenant=principal.tenant if principal else None,
-        actor=principal.actor if principal else None,
-        transport=info.transport,
-        client_address=info.client_address,
-        client_name=info.client_name,
-        client_version=info.client_version,
-        origin=info.origin,
-        user_agent=info.user_agent,
-        tool=tool,
-        customer_id=customer_id,
-        arguments=canonical_json(redact(raw, call.sensitive)),
-        arguments_digest=arguments_digest(raw) if tool else None,
-        decision=outcome.decision,
-        reason_code=outcome.reason_code,
-        reason=outcome.reason,
-        rule_id=outcome.rule_id,
-        policy_version=outcome.policy_version,
-        outcome=outcome.outcome,
-        result_summary=canonical_json(outcome.summary),
-        latency_us=int((time.perf_counter() - call.started) * 1_000_000),
-        approval_id=outcome.approval_id,
-        idempotency_key=info.idempotency_key,
-        request_id=info.request_id,
-        trace_id=trace_id(),
-        prev_hash="",
-        hash="",
-    )
+    record: dict[str, Any] = {
+        "id": audit_id,
+        "at": at,
+        "instance": instance,
+        "kind": kind,
+        "subject": principal.subject if principal else None,
+        "client_id": principal.client_id if principal else None,
+        "issuer": principal.issuer if principal else None,
+        "scopes": " ".join(sorted(principal.scopes)) if principal else None,
+        "token_id": principal.token_id if principal else None,
+        "tenant": principal.tenant if principal else None,
+        "actor": principal.actor if principal else None,
+        "transport": info.transport,
+        "client_address": info.client_address,
+        "client_name": info.client_name,
+        "client_version": info.client_version,
+        "origin": info.origin,
+        "user_agent": info.user_agent,
+        "tool": tool,
+        "customer_id": customer_id,
+        "arguments": canonical_json(redact(raw, call.sensitive)),
+        "arguments_digest": arguments_digest(raw) if tool else None,
+        "decision": outcome.decision,
+        "reason_code": outcome.reason_code,
+        "reason": outcome.reason,
+        "rule_id": outcome.rule_id,
+        "policy_version": outcome.policy_version,
+        "outcome": outcome.outcome,
+        "result_summary": canonical_json(outcome.summary),
+        "latency_us": int((time.perf_counter() - call.started) * 1_000_000),
+        "approval_id": outcome.approval_id,
+        "idempotency_key": info.idempotency_key,
+        "request_id": info.request_id,
+        "trace_id": trace_id(),
+    }
     return _fit_to_columns(record)
 
 
-def _fit_to_columns(record: AuditRecord) -> AuditRecord:
+def _fit_to_columns(record: dict[str, Any]) -> dict[str, Any]:
     """Make every text field storable as it is on both engines: no NUL byte (PostgreSQL refuses it in text) and no
     more characters than its column holds (PostgreSQL refuses, SQLite would keep them). Client-chosen values (a tool
     name, a client name, an argument) must never make the record of a refused call impossible to write."""
-    for column in _AUDIT_COLUMNS:
-        value = getattr(record, column.name)
+    for name, limit in _TEXT_COLUMNS:
+        value = record.get(name)
         if not isinstance(value, str):
             continue
-        fitted = value.replace("\x00", "\\u0000")
-        limit = getattr(column.type, "length", None)
+        fitted = value.replace("\x00", "\\u0000") if "\x00" in value else value
         if limit is not None and len(fitted) > limit:
             fitted = fitted[: limit - 1] + "\u2026"
-        if fitted != value:
-            setattr(record, column.name, fitted)
+        if fitted is not value:
+            record[name] = fitted
     return record
 
 
-_AUDIT_COLUMNS = tuple(AuditRecord.__table__.columns)  # type: ignore[attr-defined]
+_TEXT_COLUMNS: tuple[tuple[str, int | None], ...] = tuple(
+    (column.name, getattr(column.type, "length", None))
+    for column in AuditRecord.__table__.columns  # type: ignore[attr-defined]
+    if column.name in AuditRecord.model_fields
+)
 
 
 def decided_outcome(

@@ -12,7 +12,7 @@ from typing import Any
 import mcp_types as types
 
 from server.audit import chain
-from server.audit.models import AuditRecord
+from server.audit.chain import NewRecord
 from server.audit.redaction import arguments_digest
 from server.callpath.core import CallPathCore
 from server.callpath.decide import Gate, concealed, denial, pending_result, without_waiting
@@ -29,7 +29,7 @@ async def refuse(
     gate: Gate,
     ctx: ToolContext,
     call: Invocation,
-    record: Callable[[Outcome], AuditRecord],
+    record: Callable[[Outcome], NewRecord],
 ) -> tuple[types.CallToolResult, str]:
     """A deny or an approval: record it in the call's transaction (which changes nothing else) and answer."""
     decision, audit_id = gate.decision, ctx.audit_id

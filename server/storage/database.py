@@ -71,7 +71,9 @@ class Database:
             database = self.url.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
+            # check_same_thread: the call path's prepared statements run on the loop's thread, inside a transaction
+            # that already holds the write lock (server.storage.prepared)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size

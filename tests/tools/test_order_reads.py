@@ -1,4 +1,9 @@
-"""A refund reads its order once: the facts loader locks it, and the tool is handed the same row, not a re-read."""
+"""A refund reads its order once: the facts loader locks it, and the tool is handed the same row, not a re-read.
+
+The call path's hot statements run on the driver's connection (server.storage.prepared), below SQLAlchemy's
+events, so the statements are counted where SQLite itself reports them (``sqlite3``'s trace callback, set on every
+connection the engine opens). The code path is the same on PostgreSQL, which has no such callback.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,16 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_a_refund_reads_and_locks_its_order_once_and_still_sees_it_under_the_lock(harness: Harness) -> None:
+    if not harness.mandate.db.is_sqlite:
+        pytest.skip("statements are counted through SQLite's trace callback")
     statements: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection._conn.set_trace_callback(statements.append)
 
     engine = harness.mandate.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    await harness.mandate.db.engine.dispose()  # every connection from here on is traced
+    event.listen(engine, "connect", trace)
     try:
         async with harness.client("refunds") as client:
             first = await client.call_tool(
@@ -30,7 +38,7 @@ async def test_a_refund_reads_and_locks_its_order_once_and_still_sees_it_under_t
                 "refund_create", {"order_id": "ord_5001", "amount": "1.00", "currency": "EUR", "reason": "damaged"}
             )
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "connect", trace)
 
     assert not first.is_error and not second.is_error, (first.content, second.content)
     order_reads = [s for s in statements_of_first if s.lstrip().upper().startswith("SELECT") and "FROM orders" in s]

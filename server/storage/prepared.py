@@ -1,0 +1,211 @@
+"""Statements built once and run on the transaction's own driver connection: the call path's hot statements.
+
+A tools/call commits one transaction of a handful of statements (the order's facts, the ledger totals and
+reservation, the effect, the audit record). Run through SQLAlchemy, each statement costs more Python than the
+database's own work: the expression is compiled or looked up in the cache, parameters and results pass through the
+execution context, and on SQLite every statement is a round trip to aiosqlite's worker thread
+(docs/performance.md). :class:`Prepared` compiles a Core statement once per dialect (and, for an ``INSERT`` given
+its values at execution, once per set of columns), keeps the column types' bind and result processors, and
+:func:`run` executes it directly on the DBAPI connection under the session's transaction:
+
+- on PostgreSQL, psycopg's ``AsyncConnection``; psycopg prepares a statement on the server once it has run a few
+  times (its ``prepare_threshold``), so the hot statements are server-side prepared statements;
+- on SQLite, the ``sqlite3`` connection under aiosqlite, called on the event loop's thread. That is safe because
+  every Mandate write transaction has already taken SQLite's write lock (``BEGIN IMMEDIATE``, which waits on
+  aiosqlite's thread, never on the loop): in WAL mode no statement of a transaction that holds the write lock waits
+  for another connection, so none of these calls can sleep in SQLite's busy handler. The connection is opened with
+  ``check_same_thread=False`` (:class:`server.storage.database.Database`), and aiosqlite's thread is idle
+  whenever this code runs, because the session awaits each of its own statements before the next.
+
+Values go through the same type processors SQLAlchemy would apply (timestamps stored as UTC text on SQLite and
+handed back timezone-aware), so rows written here and rows written through the ORM are the same rows. Column
+defaults are *not* applied: an ``INSERT`` must be given every column it stores. Statements here bypass the ORM's
+unit of work, so :func:`run` flushes the session first when it holds pending changes, and callers must not mix
+these statements with ORM objects of the same rows in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+Processor = Callable[[Any], Any]
+Row = tuple[Any, ...]
+
+_DRIVER = "mandate.prepared.driver"
+"""``Session.info`` key: the transaction's DBAPI connection, found once per transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    """One statement compiled for one dialect: its SQL, the order of its parameters, and its processors."""
+
+    sql: str
+    names: tuple[str, ...] | None
+    """Parameter names in positional order (SQLite's ``?``); ``None`` for named parameters (psycopg)."""
+    binds: tuple[tuple[str, Processor], ...]
+    fixed: Mapping[str, Any]
+    """The values the statement carries itself (``literal(...)``, a ``coalesce(..., 0)``)."""
+    required: frozenset[str]
+    results: tuple[Processor | None, ...]
+    row: Callable[[Any], Row]
+    """Makes a row from the driver's tuple: a named tuple (``row.status``) when the columns have names."""
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run with :func:`run`."""
+
+    __slots__ = ("_forms", "statement")
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._forms: dict[tuple[str, tuple[str, ...] | None], _Form] = {}
+
+    def form(self, dialect: Dialect, keys: tuple[str, ...] | None = None) -> _Form:
+        """The statement for ``dialect``; ``keys``: the columns an ``INSERT`` without values is given."""
+        cache_key = (dialect.name, keys)
+        found = self._forms.get(cache_key)
+        if found is None:
+            found = self._forms[cache_key] = _compile(self.statement, dialect, keys)
+        return found
+
+
+def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] | None) -> _Form:
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys) if keys else None))
+    binds: list[tuple[str, Processor]] = []
+    fixed: dict[str, Any] = {}
+    required: set[str] = set()
+    for name, parameter in compiled.binds.items():
+        processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            binds.append((name, processor))
+        if parameter.required:
+            required.add(name)
+        else:
+            fixed[name] = parameter.effective_value
+    results: list[Processor | None] = []
+    labels: list[str] = []
+    for column in getattr(statement, "exported_columns", ()):
+        results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
+        labels.append(str(getattr(column, "key", None) or ""))
+    row: Callable[[Any], Row] = tuple
+    named = all(label.isidentifier() and not label.startswith("_") for label in labels)
+    if labels and named and len(set(labels)) == len(labels):
+        row = namedtuple("Row", labels)._make  # type: ignore[attr-defined]
+    names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None
+    return _Form(compiled.string, names, tuple(binds), fixed, frozenset(required), tuple(results), row)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a statement returned: its rows (after the result processors) and how many rows it changed."""
+
+    rows: list[Row]
+    rowcount: int
+
+    def scalar(self) -> Any:
+        """The first column of the first row, or ``None`` when there is no row."""
+        return self.rows[0][0] if self.rows else None
+
+    def first(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Driver:
+    dialect: Dialect
+    connection: Any
+    sqlite: bool
+
+
+async def _driver(session: AsyncSession) -> _Driver:
+    connection = await session.connection()  # begins the session's transaction if it has not begun
+    transaction = connection.get_transaction()
+    held = session.info.get(_DRIVER)
+    if held is not None and held[0] is transaction:
+        return cast(_Driver, held[1])
+    raw = await connection.get_raw_connection()
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
+        driver = _Driver(dialect, raw.driver_connection._conn, True)  # type: ignore[union-attr]
+    else:
+        driver = _Driver(dialect, raw.driver_connection, False)
+    session.info[_DRIVER] = (transaction, driver)
+    return driver
+
+
+def _values(form: _Form, params: Mapping[str, Any]) -> Any:
+    if not form.required <= params.keys():
+        missing = ", ".join(sorted(form.required - params.keys()))
+        raise ValueError(f"a prepared statement was run without the parameters {missing}")
+    if form.fixed:
+        params = {**form.fixed, **params}
+    if form.binds:
+        processed = dict(params)
+        for name, processor in form.binds:
+            if name in processed:
+                processed[name] = processor(processed[name])
+        params = processed
+    if form.names is None:
+        return params
+    return tuple(params[name] for name in form.names)
+
+
+def _processed(form: _Form, rows: Sequence[Row]) -> list[Row]:
+    processors, make = form.results, form.row
+    if not rows:
+        return []
+    if not any(processors):
+        return [make(row) for row in rows]
+    return [
+        make([value if step is None else step(value) for step, value in zip(processors, row, strict=True)])
+        for row in rows
+    ]
+
+
+async def run(session: AsyncSession, prepared: Prepared, params: Mapping[str, Any] | None = None) -> Result:
+    """Execute ``prepared`` with ``params`` in the session's transaction."""
+    if session.new or session.deleted or session.dirty:
+        await session.flush()
+    driver = await _driver(session)
+    given = params or {}
+    form = prepared.form(driver.dialect, _insert_keys(prepared, given))
+    values = _values(form, given)
+    if driver.sqlite:
+        cursor: sqlite3.Cursor = driver.connection.execute(form.sql, values)
+        rows = cursor.fetchall() if cursor.description else []
+        return Result(_processed(form, rows), cursor.rowcount)
+    async_cursor = await driver.connection.execute(form.sql, values)
+    fetched = await async_cursor.fetchall() if async_cursor.description else []
+    return Result(_processed(form, fetched), async_cursor.rowcount)
+
+
+async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Execute ``prepared`` once per mapping in ``rows`` (every mapping with the same keys), in one call."""
+    if not rows:
+        return
+    if session.new or session.deleted or session.dirty:
+        await session.flush()
+    driver = await _driver(session)
+    form = prepared.form(driver.dialect, _insert_keys(prepared, rows[0]))
+    values = [_values(form, row) for row in rows]
+    if driver.sqlite:
+        driver.connection.executemany(form.sql, values)
+        return
+    async with driver.connection.cursor() as cursor:
+        await cursor.executemany(form.sql, values)
+
+
+def _insert_keys(prepared: Prepared, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """An ``INSERT`` built without values is compiled for the columns it is given; other statements ignore it."""
+    if getattr(prepared.statement, "is_insert", False) and not getattr(prepared.statement, "_values", None):
+        return tuple(params)
+    return None

@@ -1,0 +1,97 @@
+"""Statements built once and run on the driver's connection (server.storage.prepared) store and read exactly what
+the ORM stores and reads, in the caller's transaction, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, func, insert, literal, select, update
+from sqlmodel import col
+
+from server.ledger import LedgerEntry
+from server.storage.database import Database
+from server.storage.prepared import Prepared, run, run_many
+
+pytestmark = pytest.mark.anyio
+
+ENTRIES = LedgerEntry.__table__  # type: ignore[attr-defined]
+INSERT_ENTRY = Prepared(insert(ENTRIES))
+ENTRY_BY_AUDIT = Prepared(
+    select(ENTRIES.c.amount, ENTRIES.c.at, literal("fixed").label("marker")).where(
+        ENTRIES.c.audit_id == bindparam("audit_id")
+    )
+)
+TOTAL = Prepared(select(func.coalesce(func.sum(ENTRIES.c.amount), 0)).where(ENTRIES.c.budget == bindparam("budget")))
+DOUBLE = Prepared(update(ENTRIES).where(ENTRIES.c.budget == bindparam("k_budget")).values(amount=ENTRIES.c.amount * 2))
+
+
+def _entry(audit_id: str, amount: int, at: datetime) -> dict[str, Any]:
+    return {
+        "budget": "daily",
+        "holder": "agent",
+        "unit": "EUR",
+        "period": "2026-12-02",
+        "amount": amount,
+        "at": at,
+        "tool": "refund_create",
+        "audit_id": audit_id,
+    }
+
+
+async def test_a_row_written_by_a_prepared_statement_reads_the_same_through_the_orm(db: Database) -> None:
+    at = datetime(2026, 12, 2, 9, 30, 0, 123456, tzinfo=UTC)
+
+    async def write(session: Any) -> None:
+        await run(session, INSERT_ENTRY, _entry("aud_prepared", 1250, at))
+        session.add(LedgerEntry(**_entry("aud_orm", 1250, at)))
+
+    await db.run_in_transaction(write)
+    async with db.session() as session:
+        rows = (await session.exec(select(LedgerEntry).order_by(col(LedgerEntry.id)))).all()  # type: ignore[call-overload]
+        stored = (await session.connection()).exec_driver_sql("SELECT at FROM ledger_entries ORDER BY id")
+        raw = [value for (value,) in (await stored).all()]
+    prepared, orm = rows[0][0], rows[1][0]
+    assert prepared.at == orm.at == at and prepared.at.tzinfo is not None
+    assert raw[0] == raw[1]  # the same stored form (SQLite: the same text, microseconds included)
+
+
+async def test_a_prepared_select_applies_result_types_and_names_its_columns(db: Database) -> None:
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+    async def work(session: Any) -> tuple[Any, int, int]:
+        await run_many(session, INSERT_ENTRY, [_entry("aud_a", 100, at), _entry("aud_b", 250, at + timedelta(1))])
+        found = (await run(session, ENTRY_BY_AUDIT, {"audit_id": "aud_b"})).first()
+        changed = (await run(session, DOUBLE, {"k_budget": "daily"})).rowcount
+        total = int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+        return found, changed, total
+
+    found, changed, total = await db.run_in_transaction(work)
+    assert found is not None
+    assert (found.amount, found.at, found.marker) == (250, at + timedelta(1), "fixed")
+    assert found.at.tzinfo is not None
+    assert changed == 2
+    assert total == 700
+
+
+async def test_prepared_statements_roll_back_with_the_transaction_they_ran_in(db: Database) -> None:
+    async def fail(session: Any) -> None:
+        await run(session, INSERT_ENTRY, _entry("aud_gone", 100, datetime.now(UTC)))
+        raise RuntimeError("the call failed after its write")
+
+    with pytest.raises(RuntimeError):
+        await db.run_in_transaction(fail)
+
+    async def total(session: Any) -> int:
+        return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+
+    assert await db.run_in_transaction(total) == 0
+
+
+async def test_a_prepared_statement_missing_a_parameter_is_refused_before_it_runs(db: Database) -> None:
+    async def work(session: Any) -> None:
+        await run(session, ENTRY_BY_AUDIT, {})
+
+    with pytest.raises(ValueError, match="without the parameters audit_id"):
+        await db.run_in_transaction(work)
