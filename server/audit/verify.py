@@ -1,13 +1,13 @@
 """Verifying the audit log: recompute every leaf and the tree, and name the first thing that does not hold (RFC 9162
 section 2.1; docs/audit.md, "Verifying").
 
-Integrated records are streamed in ``leaf_index`` order in batches, each read in a short transaction of its own (so
-a long verify never holds a lock writers need), as plain rows. Each record must sit at the next leaf index and hash
-to the leaf it was committed with; records of the legacy linear chain must also link to the one before, and come
-first. The tree is rebuilt from the leaves (a compact range) and its root compared with every stored tree head on
-the way and with the latest; against a signed tree head kept outside the database (``--checkpoint``) the log must
-have reached that size with that root, and a consistency proof from the stored tree must verify too. What breaks
-first is reported:
+Integrated records are read in ``leaf_index`` order in aligned ranges, each in a short statement of its own (so a
+long verify never holds a lock writers need), by worker processes for a large log (:mod:`server.audit.levels`).
+Each record must sit at the next leaf index and hash to the leaf it was committed with; records of the legacy linear
+chain must also link to the one before, and come first (:mod:`server.audit.replay`). The tree is rebuilt level by
+level from the leaves and its root compared with every stored tree head and with the latest; against a signed tree
+head kept outside the database (``--checkpoint``) the log must have reached that size with that root, and a
+consistency proof from the stored tree must verify too. What breaks first is reported:
 
 - ``altered``: a record's content no longer matches its leaf hash (or its legacy chain link);
 - ``missing``: leaf indices are absent (a deleted record, or a truncated tail that the tree head still counts);
@@ -27,72 +27,38 @@ are left for the next run.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-import anyio
 from sqlalchemy import Column, ColumnElement, Table, and_, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from server.audit.chain import HEAD, LEAF_FIELDS, LEGACY_FIELDS, RECORDS, canonical_json, canonical_time
+from server.audit.chain import HEAD, RECORDS, canonical_time
 from server.audit.checkpoint import Checkpoint, TreeHead
-from server.audit.merkle import CompactRange, ProofError, leaf_hash, verify_consistency
-from server.audit.models import GENESIS_HASH
+from server.audit.levels import RANGE_SIZE
+from server.audit.merkle import ProofError, verify_consistency
+from server.audit.replay import LogBreak, Problem, Replay, replay_log
 from server.audit.tree import HEADS, StoredHead, consistency_proof, latest_head
 from server.storage.database import Database
 
-Problem = Literal[
-    "altered",
-    "missing",
-    "inserted",
-    "tree_mismatch",
-    "beyond_head",
-    "truncated",
-    "checkpoint_mismatch",
-    "not_integrated",
-    "effect_unrecorded",
-    "effect_not_integrated",
-]
 ProgressCallback = Callable[[int, int], None]
-"""Called with (records checked, records to check) after every batch."""
+"""Called with (records checked, records to check) after every range of leaves."""
 
-BATCH_SIZE = 5000
-
-_FIELDS = sorted({*LEAF_FIELDS, *LEGACY_FIELDS, "hash", "leaf_hash", "leaf_index"})
-_COLUMNS = [RECORDS.c[name] for name in _FIELDS]
-_AT = _FIELDS.index("at")
-_ID = _FIELDS.index("id")
-_LEAF_INDEX = _FIELDS.index("leaf_index")
-_LEAF_HASH = _FIELDS.index("leaf_hash")
-_HASH = _FIELDS.index("hash")
-_SEQ = _FIELDS.index("seq")
-_PREV = _FIELDS.index("prev_hash")
-_LEAF_POS = [_FIELDS.index(name) for name in LEAF_FIELDS]
-_LEGACY_POS = [_FIELDS.index(name) for name in LEGACY_FIELDS]
-_LEGACY_LEAF_POS = [_FIELDS.index(name) for name in sorted((*LEGACY_FIELDS, "hash"))]
-_LEGACY_LEAF_NAMES = sorted((*LEGACY_FIELDS, "hash"))
-
-
-@dataclass(frozen=True, slots=True)
-class LogBreak:
-    """The first thing found wrong: where (a leaf index, or a record), which record, and why."""
-
-    leaf_index: int | None
-    record_id: str | None
-    problem: Problem
-    detail: str
-
-    def describe(self) -> str:
-        where = f"leaf {self.leaf_index}" if self.leaf_index is not None else "record"
-        where += f" ({self.record_id})" if self.record_id else ""
-        return f"first problem: {where}: {self.problem}: {self.detail}"
-
+BATCH_SIZE = RANGE_SIZE
 
 ChainBreak = LogBreak
+__all__ = [
+    "BATCH_SIZE",
+    "ChainBreak",
+    "Consistency",
+    "EffectSource",
+    "LogBreak",
+    "Problem",
+    "VerifyReport",
+    "verify_log",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,142 +103,6 @@ class VerifyReport:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
-
-
-@dataclass(slots=True)
-class _Walker:
-    """The tree and the legacy chain as records stream past in leaf order."""
-
-    head_roots: dict[int, str]
-    anchor_size: int | None
-    tree: CompactRange = field(default_factory=CompactRange)
-    legacy_seq: int = 0
-    legacy_hash: str = GENESIS_HASH
-    legacy_done: bool = False
-    last_good_head: int = 0
-    heads_checked: int = 0
-    anchor_root: bytes | None = None
-    recent_legacy: dict[str, int] = field(default_factory=dict[str, int])
-    legacy_anchor_seq: int | None = None
-    legacy_at_anchor: str | None = None
-
-    def step(self, row: Sequence[Any]) -> LogBreak | None:
-        index, record_id = int(row[_LEAF_INDEX]), str(row[_ID])
-        expected = self.tree.size
-        if index != expected:
-            gap = f"{expected}" if index == expected + 1 else f"{expected} to {index - 1}"
-            return LogBreak(expected, None, "missing", f"leaf {gap} absent (deleted?); the next is leaf {index}")
-        values = list(row)
-        values[_AT] = canonical_time(values[_AT])
-        if row[_HASH] is not None and row[_LEAF_HASH] is None:
-            problem = self._legacy(values, index, record_id)
-            if problem is not None:
-                return problem
-            leaf = leaf_hash(
-                canonical_json(dict(zip(_LEGACY_LEAF_NAMES, [values[i] for i in _LEGACY_LEAF_POS], strict=True)))
-            )
-        else:
-            self.legacy_done = True
-            leaf = leaf_hash(canonical_json(dict(zip(LEAF_FIELDS, [values[i] for i in _LEAF_POS], strict=True))))
-            if row[_LEAF_HASH] is None or leaf.hex() != row[_LEAF_HASH]:
-                return LogBreak(index, record_id, "altered", "its content does not match its leaf hash")
-        self.tree.append(leaf)
-        size = self.tree.size
-        if size == self.anchor_size:
-            self.anchor_root = self.tree.root()
-        stored = self.head_roots.get(size)
-        if stored is not None:
-            self.heads_checked += 1
-            if self.tree.root().hex() != stored:
-                detail = (
-                    f"leaves {self.last_good_head} to {size - 1} do not produce the tree head of size {size}: "
-                    "records were reordered, replaced or renumbered in that range"
-                )
-                return LogBreak(self.last_good_head, None, "tree_mismatch", detail)
-            self.last_good_head = size
-        return None
-
-    def _legacy(self, values: list[Any], index: int, record_id: str) -> LogBreak | None:
-        if self.legacy_done:
-            return LogBreak(index, record_id, "inserted", "a legacy chain record after the Merkle log began")
-        seq, prev = int(values[_SEQ]), str(values[_PREV])
-        body = dict(zip(LEGACY_FIELDS, [values[i] for i in _LEGACY_POS], strict=True))
-        computed = hashlib.sha256(prev.encode() + canonical_json(body)).hexdigest()
-        if computed != values[_HASH]:
-            return LogBreak(index, record_id, "altered", "its content does not match its legacy chain hash")
-        if prev != self.legacy_hash:
-            earlier = self.recent_legacy.get(prev)
-            if earlier is not None:
-                detail = f"legacy seq {seq} links to seq {earlier}, so the records in between were inserted"
-                return LogBreak(index, record_id, "inserted", detail)
-            return LogBreak(index, record_id, "altered", f"legacy seq {seq} does not link to the record before it")
-        if seq != self.legacy_seq + 1:
-            return LogBreak(index, record_id, "missing", f"legacy seq {self.legacy_seq + 1} absent before seq {seq}")
-        self.legacy_seq, self.legacy_hash = seq, str(values[_HASH])
-        if seq == self.legacy_anchor_seq:
-            self.legacy_at_anchor = self.legacy_hash
-        self.recent_legacy[self.legacy_hash] = seq
-        if len(self.recent_legacy) > 4096:
-            self.recent_legacy.pop(next(iter(self.recent_legacy)))
-        return None
-
-
-async def _batch(db: Database, after: int, until: int) -> list[Any]:
-    """The records with ``after <= leaf_index < until``: one short index range per batch."""
-    query = (
-        select(*_COLUMNS)
-        .where(RECORDS.c.leaf_index >= after, RECORDS.c.leaf_index < until)
-        .order_by(RECORDS.c.leaf_index)
-    )
-    async with db.engine.connect() as connection:
-        return list((await connection.execute(query)).all())
-
-
-async def _walk(
-    db: Database, walker: _Walker, upto: int, batch_size: int, progress: ProgressCallback | None
-) -> LogBreak | None:
-    """Feed the walker every record below leaf ``upto``; the next batch is read while this one is hashed."""
-    send, receive = anyio.create_memory_object_stream[list[Any] | SQLAlchemyError](1)
-
-    async def read() -> None:
-        # Never cancelled mid-query (a cancelled driver call can strand its connection): when the walker stops
-        # early it closes its end, and the next send ends this loop.
-        async with send:
-            after = 0
-            while after < upto:
-                until = min(after + batch_size, upto)
-                try:
-                    rows: list[Any] | SQLAlchemyError = await _batch(db, after, until)
-                except SQLAlchemyError as exc:  # handed over, to be raised as itself rather than in a group
-                    rows = exc
-                try:
-                    await send.send(rows)
-                except anyio.BrokenResourceError:
-                    return
-                if isinstance(rows, SQLAlchemyError):
-                    return
-                after = until
-
-    first_break: LogBreak | None = None
-    failure: SQLAlchemyError | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(read)
-        async with receive:
-            async for rows in receive:
-                if isinstance(rows, SQLAlchemyError):
-                    failure = rows
-                    break
-                for row in rows:
-                    first_break = walker.step(row)
-                    if first_break is not None:
-                        break
-                if first_break is not None:
-                    break
-                if progress is not None:
-                    progress(walker.tree.size, upto)
-    if failure is not None:
-        raise failure
-    return first_break
 
 
 async def _head_roots(db: Database) -> dict[int, str]:
@@ -354,7 +184,7 @@ async def _check_effects(
     return checked, None
 
 
-async def _legacy_checks(db: Database, walker: _Walker) -> LogBreak | None:
+async def _legacy_checks(db: Database, walker: Replay) -> LogBreak | None:
     """The legacy chain must end where its frozen head says, and no legacy record may be left outside the tree."""
     async with db.engine.connect() as connection:
         head = (await connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
@@ -383,22 +213,33 @@ async def verify_log(
     deadline_seconds: float = 60.0,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
+    workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> VerifyReport:
     """Recompute the whole log up to the latest tree head; check it against ``anchor`` (a signed tree head, or a
-    checkpoint of the legacy chain) and the effects' records too."""
+    checkpoint of the legacy chain) and the effects' records too.
+
+    ``batch_size`` leaves (rounded down to a power of two) are read per statement; ``workers`` processes scan them
+    (``None``: one per core for a large log, none for a small one; 0: all in this process)."""
     started = time.perf_counter()
     latest = await _latest(db)
     size = latest.size if latest is not None else 0
     head_roots = await _head_roots(db)
     tree_anchor = anchor if isinstance(anchor, TreeHead) else None
-    walker = _Walker(head_roots, tree_anchor.size if tree_anchor is not None else None)
-    if isinstance(anchor, Checkpoint):
-        walker.legacy_anchor_seq = anchor.seq
-    first_break = await _walk(db, walker, size, batch_size, progress)
-    if first_break is None and walker.tree.size < size:
-        detail = f"the tree head counts {size} leaves but the last record is leaf {walker.tree.size - 1}"
-        first_break = LogBreak(walker.tree.size, None, "missing", detail)
+    walker = await replay_log(
+        db,
+        size,
+        head_roots,
+        anchor_size=tree_anchor.size if tree_anchor is not None else None,
+        legacy_anchor_seq=anchor.seq if isinstance(anchor, Checkpoint) else None,
+        range_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    first_break = walker.first_break
+    if first_break is None and walker.records < size:
+        detail = f"the tree head counts {size} leaves but the last record is leaf {walker.records - 1}"
+        first_break = LogBreak(walker.records, None, "missing", detail)
     if first_break is None:
         outside = await _first_outside(db, size)
         if outside is not None:
@@ -426,10 +267,10 @@ async def verify_log(
         detail = f"written {canonical_time(stale[1])}, still without a log position after {deadline_seconds:g} s"
         first_break = LogBreak(None, stale[0], "not_integrated", detail)
     return VerifyReport(
-        records=walker.tree.size,
+        records=walker.records,
         legacy_records=walker.legacy_seq,
         tree_size=size,
-        root_hash=walker.tree.root().hex(),
+        root_hash=walker.root.hex(),
         heads_checked=walker.heads_checked,
         pending=pending,
         seconds=time.perf_counter() - started,
@@ -443,7 +284,7 @@ async def verify_log(
 verify_chain = verify_log
 
 
-def _against_legacy(anchor: Checkpoint, walker: _Walker) -> LogBreak | None:
+def _against_legacy(anchor: Checkpoint, walker: Replay) -> LogBreak | None:
     if anchor.seq > walker.legacy_seq:
         detail = f"the legacy checkpoint was signed at seq {anchor.seq}; the chain ends at seq {walker.legacy_seq}"
         return LogBreak(None, None, "truncated", detail)
@@ -454,7 +295,7 @@ def _against_legacy(anchor: Checkpoint, walker: _Walker) -> LogBreak | None:
 
 
 async def _against_tree_head(
-    db: Database, anchor: TreeHead, walker: _Walker, latest: StoredHead
+    db: Database, anchor: TreeHead, walker: Replay, latest: StoredHead
 ) -> tuple[LogBreak | None, Consistency | None]:
     if anchor.size > latest.size:
         detail = f"the signed tree head has {anchor.size} leaves but the log only {latest.size}: leaves were removed"
