@@ -64,6 +64,39 @@ _PLACE = (
     .where(RECORDS.c.seq == bindparam("b_seq"), RECORDS.c.leaf_index.is_(None))
     .values(leaf_index=bindparam("b_leaf"))
 )
+# PostgreSQL: one statement per batch, however large, rather than one per record.
+_PLACE_POSTGRES = text(
+    "UPDATE audit_records AS r SET leaf_index = u.leaf "
+    "FROM unnest(CAST(:seqs AS bigint[]), CAST(:leaves AS bigint[])) AS u(seq, leaf) "
+    "WHERE r.seq = u.seq AND r.leaf_index IS NULL"
+)
+_NODES_POSTGRES = text(
+    "INSERT INTO audit_tree_nodes (level, idx, hash) "
+    "SELECT * FROM unnest(CAST(:levels AS integer[]), CAST(:indices AS bigint[]), CAST(:hashes AS text[]))"
+)
+
+
+class PlacementError(RuntimeError):
+    """A batch placed fewer records than it read: someone else placed them meanwhile; the batch rolls back."""
+
+
+async def _place(
+    connection: AsyncConnection, placements: list[tuple[int, int]], nodes: list[tuple[int, int, str]]
+) -> None:
+    """Give each record ``(seq, leaf_index)`` its position, and store the perfect subtrees completed."""
+    if connection.dialect.name == "postgresql":
+        seqs, leaves = [seq for seq, _ in placements], [leaf for _, leaf in placements]
+        placed = await connection.execute(_PLACE_POSTGRES, {"seqs": seqs, "leaves": leaves})
+        if placed.rowcount != len(placements):
+            raise PlacementError(f"placed {placed.rowcount} of {len(placements)} records")
+        if nodes:
+            columns = list(zip(*nodes, strict=True))
+            levels, indices, hashes = (list(column) for column in columns)
+            await connection.execute(_NODES_POSTGRES, {"levels": levels, "indices": indices, "hashes": hashes})
+        return
+    await connection.execute(_PLACE, [{"b_seq": seq, "b_leaf": leaf} for seq, leaf in placements])
+    if nodes:
+        await connection.execute(insert(NODES), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
 
 
 async def integrate_batch(
@@ -91,16 +124,14 @@ async def integrate_batch(
         head = await latest_head(connection)
         tree = CompactRange(head.size, list(head.frontier)) if head is not None else CompactRange()
         old_size = tree.size
-        placements: list[dict[str, int]] = []
-        nodes: list[dict[str, Any]] = []
+        placements: list[tuple[int, int]] = []
+        nodes: list[tuple[int, int, str]] = []
         for row in pending:
             seq = int(row.seq)
             leaf = legacy_leaves[seq] if row.leaf_hash is None else bytes.fromhex(row.leaf_hash)
-            placements.append({"b_seq": seq, "b_leaf": tree.size})
-            nodes.extend({"level": lv, "idx": ix, "hash": h.hex()} for lv, ix, h in tree.append(leaf))
-        await connection.execute(_PLACE, placements)
-        if nodes:
-            await connection.execute(insert(NODES), nodes)
+            placements.append((seq, tree.size))
+            nodes.extend((lv, ix, h.hex()) for lv, ix, h in tree.append(leaf))
+        await _place(connection, placements, nodes)
         root = tree.root().hex()
         now = clock()
         signed = (

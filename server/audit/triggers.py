@@ -31,6 +31,12 @@ def _sqlite_changed() -> str:
     return " OR ".join(f"NEW.{name} IS NOT OLD.{name}" for name in _UNCHANGED)
 
 
+def _postgres_changed() -> str:
+    old = ", ".join(f"OLD.{name}" for name in _UNCHANGED)
+    new = ", ".join(f"NEW.{name}" for name in _UNCHANGED)
+    return f"({old}) IS DISTINCT FROM ({new})"
+
+
 SQLITE_TRIGGERS: dict[str, str] = {
     "audit_records_set_position_once": f"""
         CREATE TRIGGER IF NOT EXISTS audit_records_set_position_once BEFORE UPDATE ON audit_records
@@ -101,14 +107,21 @@ _POSTGRES_FUNCTIONS = (
     END $$""",
 )
 
+# The two row triggers on the append path carry a WHEN clause: the executor evaluates it in place, and calls the
+# function (which checks again, and refuses) only for a row that breaks the rule. An append and the sequencer's
+# placement of a record then cost no PL/pgSQL call at all.
 POSTGRES_TRIGGERS: dict[str, tuple[str, str]] = {
     "audit_records_insert_unplaced": (
         "audit_records",
-        "BEFORE INSERT ON audit_records FOR EACH ROW EXECUTE FUNCTION mandate_audit_insert_unplaced()",
+        "BEFORE INSERT ON audit_records FOR EACH ROW "
+        "WHEN (NEW.leaf_index IS NOT NULL OR (NEW.leaf_hash IS NULL AND NEW.hash IS NULL)) "
+        "EXECUTE FUNCTION mandate_audit_insert_unplaced()",
     ),
     "audit_records_set_position_once": (
         "audit_records",
-        "BEFORE UPDATE ON audit_records FOR EACH ROW EXECUTE FUNCTION mandate_audit_set_position_once()",
+        "BEFORE UPDATE ON audit_records FOR EACH ROW "
+        f"WHEN (OLD.leaf_index IS NOT NULL OR NEW.leaf_index IS NULL OR {_postgres_changed()}) "
+        "EXECUTE FUNCTION mandate_audit_set_position_once()",
     ),
     "audit_records_no_delete": (
         "audit_records",
