@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from server import idempotency
 from server.approvals import store as approvals_store
 from server.audit import chain
+from server.audit.receipt import with_receipt
 from server.callpath.answers import Refusal
 from server.callpath.core import new_audit_id
 from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result, result_summary, success_result
@@ -159,7 +160,8 @@ async def succeed(
         outcome = Outcome("allow", "succeeded", summary=summary, customer_id=ctx.customer_id or intent.customer_id)
         outcome.approval_id = intent.approval_id
         await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
-        answer = with_effect_meta(success_result(result), intent, made.status)
+        # The receipt handle names the outcome's record, the one that says the effect happened (as a local effect's).
+        answer = with_receipt(with_effect_meta(success_result(result), intent, made.status), audit_id)
         await _store_answer(session, intent, answer, audit_id, ok=True, code=None, message=None)
         return answer
 

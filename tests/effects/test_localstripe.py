@@ -17,6 +17,8 @@ import stripe
 
 from scopes.money import Money
 from server.app import open_mandate
+from server.audit.checkpoint import load_or_create_signing_key
+from server.audit.receipt import RECEIPT_META, check_receipt
 from server.config import Settings
 from server.effects.models import COMPLETED, FAILED
 from tests.conftest import Harness
@@ -84,3 +86,25 @@ async def test_a_4xx_from_the_provider_is_a_clear_tool_error_with_no_reservation
     started, failed = await support.records(db)
     assert (started.outcome, failed.outcome, failed.reason_code) == ("started", "failed", "provider_refused")
     assert "sk_test" not in (failed.reason or "")
+
+
+async def test_a_refund_at_localstripe_answers_a_receipt_handle_for_its_outcome_record_that_redeems_once_integrated(
+    stripe_harness: Harness, provider_settings: Settings
+) -> None:
+    scopes = ("customers:read", "orders:read", "refunds:create", "audit:read")
+    async with stripe_harness.mandate.upkeep(), stripe_harness.client("refunds", scopes=scopes) as client:
+        result = await client.call_tool("refund_create", support.REFUND)
+        assert not result.is_error, result.content
+        handle = (result.meta or {})[RECEIPT_META]
+        with anyio.fail_after(60):  # the sequencer integrates within its interval (0.5 s by default)
+            while (answer := await client.call_tool("audit_receipt", handle)).is_error:
+                assert (answer.structured_content or {}).get("code") == "not_yet_integrated", answer.content
+                await anyio.sleep(0.2)
+    [intent] = await support.intents(stripe_harness.mandate.db)
+    assert handle == {"audit_id": intent.outcome_audit_id} and intent.outcome_audit_id != intent.audit_id
+    key_path = provider_settings.data_dir / "audit-keys" / "checkpoint-ed25519.pem"
+    receipt = answer.structured_content or {}
+    checked = check_receipt(receipt, load_or_create_signing_key(key_path)[0].public_key())
+    assert checked.record_id == intent.outcome_audit_id
+    assert (receipt["record"]["kind"], receipt["record"]["outcome"]) == ("effect", "succeeded")
+    assert receipt["record"]["tool"] == "refund_create"
