@@ -341,7 +341,7 @@ class Console:
             outcomes=OUTCOMES,
             tools=sorted(e.spec.name for e in self.mandate.catalog),
             head=head,
-            checkpoint=reading.last_checkpoint(self.mandate.settings.data_dir),
+            tree=await reading.tree_heads(self.mandate.db, self.mandate.settings),
             report=None,
         )
 
@@ -354,8 +354,8 @@ class Console:
             return form
         if not self._may_read_audit(signed.principal):
             return self._forbidden(request, signed, "verifying the audit trail")
-        checkpoint = reading.last_checkpoint(self.mandate.settings.data_dir)
-        report = await reading.verify(self.mandate.db, checkpoint)
+        tree = await reading.tree_heads(self.mandate.db, self.mandate.settings)
+        report = await reading.verify(self.mandate.db, tree)
         await events.record(
             self.mandate,
             signed.principal,
@@ -378,7 +378,7 @@ class Console:
             outcomes=OUTCOMES,
             tools=[],
             head=head,
-            checkpoint=checkpoint,
+            tree=tree,
             report=report,
         )
 

@@ -1,5 +1,6 @@
-"""What the console's investigation pages read: one audit record with its lineage, the chain's state and last
-signed checkpoint, each agent's recent activity and today's budget use, and the policy in force.
+"""What the console's investigation pages read: one audit record with its lineage, the log's latest signed tree head
+(RFC 9162 section 4.10) and the newest one kept outside the database, each agent's recent activity and today's budget
+use, and the policy in force.
 
 Everything here reads; nothing writes. Lineage follows :mod:`server.audit.lineage` (effect -> the record that
 caused it -> its approval's records -> its trace id); the store's effects are found by the tool catalog's audit
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,8 +24,10 @@ from server.audit import checkpoint as checkpoints
 from server.audit.chain import RECORDS
 from server.audit.lineage import Trail, trail_of
 from server.audit.query import AuditRow, record_by_id
+from server.audit.tree import HEADS
 from server.audit.verify import VerifyReport, verify_chain
 from server.auth.principal import Principal
+from server.config import Settings
 from server.ledger import BUCKETS
 from server.storage.database import Database
 
@@ -73,27 +77,61 @@ async def _approved_execution(session: AsyncSession, approval_id: str, other_tha
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointState:
-    checkpoint: checkpoints.Checkpoint | None
-    path: Path | None
-    problem: str | None = None
+class TreeHeadState:
+    """The latest tree head the sequencer signed, its signature checked; and the newest signed file kept outside the
+    database (``mandate audit checkpoint``), which verification checks the log against."""
+
+    head: checkpoints.TreeHead | None
+    problem: str | None
+    anchor: checkpoints.TreeHead | checkpoints.Checkpoint | None = None
+    anchor_path: Path | None = None
+    anchor_problem: str | None = None
 
 
-def last_checkpoint(data_dir: Path) -> CheckpointState:
-    """The newest signed checkpoint under ``<data_dir>/audit-checkpoints``, its signature checked."""
-    folder = data_dir / "audit-checkpoints"
-    files = sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
-    if not files:
-        return CheckpointState(None, None, "no checkpoint has been signed yet (mandate audit checkpoint)")
+def _verification_key(settings: Settings) -> Ed25519PublicKey:
+    return checkpoints.load_verification_key(
+        settings.audit.signing_key or checkpoints.default_key_path(settings.data_dir)
+    )
+
+
+async def _latest_signed(db: Database, settings: Settings) -> tuple[checkpoints.TreeHead | None, str | None]:
+    query = select(HEADS).where(HEADS.c.signed.is_not(None)).order_by(HEADS.c.size.desc()).limit(1)
+    async with db.engine.connect() as connection:
+        row = (await connection.execute(query)).first()
+    if row is None:
+        return None, "no tree head has been signed yet (the sequencer signs one within a second of the first call)"
+    where = f"the tree head of size {row.size}"
     try:
-        public_key = checkpoints.load_verification_key(checkpoints.default_key_path(data_dir))
-        return CheckpointState(checkpoints.read_checkpoint(files[-1], public_key), files[-1])
+        head = checkpoints.tree_head_from(json.loads(str(row.signed)), _verification_key(settings), where=where)
+    except (checkpoints.CheckpointError, ValueError) as exc:
+        return None, str(exc)
+    if (head.size, head.root_hash) != (int(row.size), str(row.root_hash)):
+        return None, f"{where}: its signed document states size {head.size} and another root than the log stores"
+    return head, None
+
+
+def _newest_file(settings: Settings) -> tuple[Path | None, checkpoints.TreeHead | checkpoints.Checkpoint | None, str]:
+    folder = settings.data_dir / "audit-checkpoints"
+    heads = sorted(folder.glob("tree-head-*.json")) if folder.is_dir() else []
+    legacy = sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
+    files = heads or legacy  # a tree head file is newer than any legacy chain checkpoint
+    if not files:
+        return None, None, "none written yet (mandate audit checkpoint)"
+    try:
+        return files[-1], checkpoints.read_signed(files[-1], _verification_key(settings)), ""
     except checkpoints.CheckpointError as exc:
-        return CheckpointState(None, files[-1], str(exc))
+        return files[-1], None, str(exc)
 
 
-async def verify(db: Database, state: CheckpointState) -> VerifyReport:
-    return await verify_chain(db, anchor=state.checkpoint)
+async def tree_heads(db: Database, settings: Settings) -> TreeHeadState:
+    """The latest signed tree head in the log and the newest signed file, each with its signature checked."""
+    head, problem = await _latest_signed(db, settings)
+    path, anchor, anchor_problem = _newest_file(settings)
+    return TreeHeadState(head, problem, anchor, path, anchor_problem or None)
+
+
+async def verify(db: Database, state: TreeHeadState) -> VerifyReport:
+    return await verify_chain(db, anchor=state.anchor)
 
 
 async def head(session: AsyncSession) -> int:

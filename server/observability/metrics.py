@@ -201,7 +201,8 @@ class Metrics:
             return None
         folder = self.data_dir / "audit-checkpoints"
         try:
-            times = [p.stat().st_mtime for p in folder.glob("checkpoint-*.json")]
+            files = [*folder.glob("tree-head-*.json"), *folder.glob("checkpoint-*.json")]
+            times = [p.stat().st_mtime for p in files]
         except OSError:
             return None
         return max(times) if times else None

@@ -111,7 +111,7 @@ async def test_a_supervisor_logs_in_approves_a_refund_and_follows_it_to_its_audi
             _shot(driver, shots, "audit-record")
             driver.get(f"{live.base_url}/console/audit")
             driver.find_element(By.CSS_SELECTOR, ".chain button").click()
-            assert "The chain verifies" in _wait_for(driver, ".chain .ok").text
+            assert "The log verifies" in _wait_for(driver, ".chain [role=status]").text
             driver.get(f"{live.base_url}/console/audit")
             _shot(driver, shots, "audit")
             driver.get(f"{live.base_url}/console/agents")
