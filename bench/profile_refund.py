@@ -2,6 +2,7 @@
 
     uv run python -m bench.profile_refund                       # 1,000 stateless refunds over HTTP, SQLite
     uv run python -m bench.profile_refund --calls 2000 --out bench/results/profiles/refund-mandate.txt
+    uv run python -m bench.profile_refund --site bare-refund --out bench/results/profiles/refund-bare.txt
 
 One Mandate process serves the real catalog and default policy (``bench.mandate_site.refund_settings``); after 50
 warm-up calls, SIGUSR1 starts pyinstrument inside it, the client (this process) makes ``--calls`` sequential
@@ -24,16 +25,18 @@ from bench.servers import can_pin, client_pinned, running
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def profile_refunds(calls: int, out: Path, *, database_url: str | None = None) -> None:
+async def profile_refunds(
+    calls: int, out: Path, *, database_url: str | None = None, site_name: str = "mandate-refund"
+) -> None:
     with tempfile.TemporaryDirectory(prefix="mandate-profile-") as scratch:
         specs = [
             (name, replace(spec, profile=str(out), database_url=database_url or spec.database_url))
             for name, spec in refund_specs(Path(scratch), postgres_url=None, bare_postgres_url=None)
-            if name == "mandate-refund"
+            if name == site_name
         ]
         pin = can_pin()
         async with running(specs, pin=pin) as sites:
-            site = sites["mandate-refund"]
+            site = sites[site_name]
             with client_pinned(pin):
                 client = await _open(site)
                 try:
@@ -53,9 +56,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profiles" / "refund-mandate.txt")
     parser.add_argument("--postgres", default=None, help="profile on this PostgreSQL database instead of SQLite")
+    parser.add_argument(
+        "--site", default="mandate-refund", choices=("mandate-refund", "bare-refund"), help="which server to profile"
+    )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    asyncio.run(profile_refunds(args.calls, args.out.resolve(), database_url=args.postgres))
+    asyncio.run(profile_refunds(args.calls, args.out.resolve(), database_url=args.postgres, site_name=args.site))
     print(f"profile: {args.out}")
 
 

@@ -11,6 +11,7 @@ SIGUSR1 starts pyinstrument on the event loop's thread and SIGUSR2 stops it and 
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import dataclasses
 import json
@@ -166,7 +167,8 @@ def _profile_on_signals(path: str, interval: float) -> None:
 
     def stop() -> None:
         profiler.stop()
-        Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        show_all = os.environ.get("BENCH_PROFILE_ALL") == "1"  # every frame, libraries included
+        Path(path).write_text(profiler.output_text(unicode=False, color=False, show_all=show_all))
         print("PROFILED", flush=True)
 
     loop.add_signal_handler(signal.SIGUSR1, profiler.start)

@@ -29,10 +29,15 @@ RECEIPT_META = "io.mandate/receipt"
 """``_meta`` key of a successful call's answer: ``{"audit_id": ...}``, redeemable for a receipt once integrated."""
 
 
+def receipt_meta(audit_id: str) -> dict[str, Any]:
+    """The ``_meta`` of a successful effect's answer: its receipt handle (redeemed with ``audit_receipt``)."""
+    return {RECEIPT_META: {"audit_id": audit_id}}
+
+
 def with_receipt(answer: types.CallToolResult, audit_id: str) -> types.CallToolResult:
     """A successful effect's answer, carrying its receipt handle in ``_meta`` (redeemed with ``audit_receipt``)."""
     meta = dict(answer.meta or {})
-    meta[RECEIPT_META] = {"audit_id": audit_id}
+    meta.update(receipt_meta(audit_id))
     return answer.model_copy(update={"meta": meta})
 
 

@@ -20,7 +20,7 @@ from scopes.policy import Decision
 from server import idempotency, ledger
 from server.audit import chain
 from server.audit.chain import NewRecord
-from server.audit.receipt import with_receipt
+from server.audit.receipt import receipt_meta
 from server.auth.principal import Principal
 from server.callpath import guard
 from server.callpath.admit import Admitted
@@ -49,11 +49,11 @@ async def act_local(
     spec = admitted.entry.spec
 
     async def effect(session: Any, ctx: ToolContext, decision: Decision, record: Record) -> types.CallToolResult:
-        result = await spec.handler(admitted.args, ctx)
+        result = (await spec.handler(admitted.args, ctx)).model_dump(mode="json")  # dumped once, for both uses
         outcome = decided_outcome("allow", "succeeded", decision, result_summary(result), ctx.customer_id)
         outcome.approval_id = ctx.approval_id
         await chain.append(session, record(outcome))
-        answer = success_result(result) if spec.read_only else with_receipt(success_result(result), ctx.audit_id)
+        answer = success_result(result, meta=None if spec.read_only else receipt_meta(ctx.audit_id))
         if claimed is not None:  # the stored answer commits with the effect, or neither does
             await idempotency.complete(session, claimed, answer, ctx.audit_id)
         return answer

@@ -85,13 +85,17 @@ def refusal_result(refusal: Refusal) -> types.CallToolResult:
     )
 
 
-def success_result(result: BaseModel) -> types.CallToolResult:
-    data = result.model_dump(mode="json")
-    return types.CallToolResult(
+def success_result(result: BaseModel | dict[str, Any], *, meta: dict[str, Any] | None = None) -> types.CallToolResult:
+    """A tool's result as the answer the agent reads; ``result`` as its model or as its JSON dump already made."""
+    data = result if isinstance(result, dict) else result.model_dump(mode="json")
+    answer = types.CallToolResult(
         content=[types.TextContent(type="text", text=canonical_json(data))],
         structured_content=data,
         is_error=False,
     )
+    if meta is not None:
+        answer.meta = meta
+    return answer
 
 
 def build_record(
@@ -182,9 +186,9 @@ def _string_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def result_summary(result: BaseModel) -> dict[str, Any]:
+def result_summary(result: BaseModel | dict[str, Any]) -> dict[str, Any]:
     """A short, non-sensitive summary of a result for the audit record: its identifiers and status fields."""
-    data = result.model_dump(mode="json")
+    data = result if isinstance(result, dict) else result.model_dump(mode="json")
     keep = {key: value for key, value in data.items() if key in SUMMARY_KEYS or key.endswith("_id")}
     if not keep and "items" not in data:
         keep = {"fields": sorted(data)}
