@@ -26,7 +26,7 @@ so concurrent calls cannot deadlock on them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +53,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.money import Money
 from scopes.policy.limits import COUNT
 from scopes.policy.results import LedgerKey, Spend
-from server.storage.prepared import Prepared, run, run_many
+from server.storage.prepared import Prepared, defer, defer_many, run
 from server.storage.types import UTCDateTime
 
 
@@ -228,12 +228,13 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
     for spend in sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)):
         key = spend.ledger
         params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
+        conflict = f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}"
         if spend.cap is not None and key.since is None:
-            result = await run(session, _ADD_CAPPED_NOW, {**params, "k_cap": spend.cap})
+            statement, params = _ADD_CAPPED_NOW, {**params, "k_cap": spend.cap}
         else:
-            result = await run(session, _ADD_NOW, params)
-        if result.rowcount != 1:
-            raise LedgerConflict(f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}")
+            statement = _ADD_NOW
+        # sent with the call's other writes (one round trip on PostgreSQL); a spend that no longer fits fails it
+        await defer(session, statement, params, expect=1, mismatch=_conflict(conflict))
         entries.append(
             {
                 "budget": key.budget,
@@ -250,9 +251,16 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
             for slot in slots_of(at):
                 slot_key = (key.budget, key.key, key.unit, slot)
                 slots[slot_key] = slots.get(slot_key, 0) + spend.amount
-    await run_many(session, _ADD_ENTRY, entries)
+    await defer_many(session, _ADD_ENTRY, entries)
     if slots:
         await _add_to_slots(session, slots)
+
+
+def _conflict(why: str) -> Callable[[int], Exception]:
+    def mismatch(_changed: int) -> Exception:
+        return LedgerConflict(why)
+
+    return mismatch
 
 
 def _slot_upsert(dialect_insert: Any) -> Any:
@@ -269,7 +277,7 @@ async def _add_to_slots(session: AsyncSession, slots: dict[tuple[str, str, str, 
     """Add to the rolling sub-totals, one upsert per slot in one round trip (under the decision's anchor lock)."""
     rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
     dialect = "sqlite" if session.bind is not None and session.bind.dialect.name == "sqlite" else "postgresql"
-    await run_many(session, _ADD_TO_SLOT[dialect], rows)
+    await defer_many(session, _ADD_TO_SLOT[dialect], rows)
 
 
 async def backfill_window_totals(connection: AsyncConnection) -> int:

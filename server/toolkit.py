@@ -49,6 +49,7 @@ from server.mail import MailUnavailable as MailUnavailable
 from server.mail import OutgoingMail as OutgoingMail
 from server.storage.prepared import Prepared
 from server.storage.prepared import Row as Row
+from server.storage.prepared import defer as _defer
 from server.storage.prepared import run as _run
 
 if TYPE_CHECKING:
@@ -140,6 +141,12 @@ class ToolContext:
     async def execute(self, statement: Statement, **params: Any) -> int:
         """Run ``statement`` (an ``INSERT``, ``UPDATE`` or ``DELETE``) in the call's transaction; rows changed."""
         return (await _run(self.session, statement, params)).rowcount
+
+    async def write(self, statement: Statement, *, expect: int | None = 1, **params: Any) -> None:
+        """Write with ``statement`` in the call's transaction without waiting for its answer: on PostgreSQL it goes
+        with the call's other writes in one round trip. It must change ``expect`` rows (any number when ``None``),
+        or the call fails and nothing it did is kept."""
+        await _defer(self.session, statement, params, expect=expect)
 
 
 Handler = Callable[[Any, ToolContext], Awaitable[BaseModel]]

@@ -12,7 +12,7 @@ from sqlmodel import col
 
 from server.ledger import LedgerEntry
 from server.storage.database import Database
-from server.storage.prepared import Prepared, run, run_many
+from server.storage.prepared import Prepared, defer, defer_many, run, run_many
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +95,42 @@ async def test_a_prepared_statement_missing_a_parameter_is_refused_before_it_run
 
     with pytest.raises(ValueError, match="without the parameters audit_id"):
         await db.run_in_transaction(work)
+
+
+async def test_a_queued_write_is_seen_by_the_next_read_and_commits_with_the_transaction(db: Database) -> None:
+    async def work(session: Any) -> int:
+        await defer_many(session, INSERT_ENTRY, [_entry("aud_q1", 100, datetime.now(UTC))])
+        await defer(session, DOUBLE, {"k_budget": "daily"}, expect=1)
+        return int((await run(session, TOTAL, {"budget": "daily"})).scalar())  # sends the queue first
+
+    assert await db.run_in_transaction(work) == 200
+
+    async def queued_only(session: Any) -> None:  # nothing read afterwards: the queue goes before the commit
+        await defer(session, DOUBLE, {"k_budget": "daily"}, expect=1)
+
+    await db.run_in_transaction(queued_only)
+
+    async def total(session: Any) -> int:
+        return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+
+    assert await db.run_in_transaction(total) == 400
+
+
+class Mismatched(RuntimeError):
+    pass
+
+
+async def test_a_queued_write_that_changes_another_number_of_rows_fails_the_transaction(db: Database) -> None:
+    async def work(session: Any) -> None:
+        await run(session, INSERT_ENTRY, _entry("aud_kept_only_if_all_is", 100, datetime.now(UTC)))
+        await defer(
+            session, DOUBLE, {"k_budget": "no such budget"}, expect=1, mismatch=lambda n: Mismatched(f"changed {n}")
+        )
+
+    with pytest.raises(Mismatched, match="changed 0"):
+        await db.run_in_transaction(work)
+
+    async def total(session: Any) -> int:
+        return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+
+    assert await db.run_in_transaction(total) == 0

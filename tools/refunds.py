@@ -223,7 +223,7 @@ async def refund_create(args: RefundCreateArgs, ctx: ToolContext) -> RefundPubli
     _check_fits(amount, order)
     order = await add_refunded(ctx, order, amount.minor)
     refund_id = f"ref_{uuid.uuid4().hex[:20]}"
-    await ctx.execute(
+    await ctx.write(
         _ADD_REFUND,
         id=refund_id,
         order_id=order.id,

@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.merkle import leaf_hash as merkle_leaf_hash
 from server.audit.models import AuditHead, AuditRecord
-from server.storage.prepared import Prepared, run
+from server.storage.prepared import Prepared, defer, run
 
 LOG_FIELDS = frozenset({"seq", "leaf_index", "leaf_hash", "prev_hash", "hash"})
 LEAF_FIELDS: tuple[str, ...] = tuple(sorted(name for name in AuditRecord.model_fields if name not in LOG_FIELDS))
@@ -144,8 +144,8 @@ async def append(session: AsyncSession, record: AuditRecord | NewRecord) -> Audi
         await run(session, _INSERT_RECORD, values)
     elif isinstance(record, AuditRecord):
         seq = int((await run(session, _INSERT_RETURNING_SEQ, values)).scalar())
-    else:
-        await run(session, _INSERT_RECORD, values)
+    else:  # sent with the call's other writes, in one round trip (server.storage.prepared.defer)
+        await defer(session, _INSERT_RECORD, values, expect=1)
         return None
     if not isinstance(record, AuditRecord):
         return None

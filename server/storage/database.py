@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from server.storage.prepared import flush_deferred
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -49,6 +51,8 @@ def sqlite_url_for(data_dir: Path) -> str:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    if getattr(exc, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True  # psycopg's own error, from a statement run on the driver (server.storage.prepared)
     if isinstance(exc, DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None)
         if sqlstate in _RETRYABLE_SQLSTATES:
@@ -115,7 +119,7 @@ class Database:
                     return await self._attempt(work)
                 async with self._write_lock:
                     return await self._attempt(work)
-            except DBAPIError as exc:
+            except Exception as exc:
                 if attempt < _MAX_ATTEMPTS and _is_retryable(exc):
                     logger.debug("transaction conflict, retry %d", attempt)
                     await anyio.sleep(delay)
@@ -126,7 +130,9 @@ class Database:
 
     async def _attempt(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-            return await work(session)
+            result = await work(session)
+            await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
+            return result
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

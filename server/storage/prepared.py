@@ -175,10 +175,12 @@ def _processed(form: _Form, rows: Sequence[Row]) -> list[Row]:
 
 
 async def run(session: AsyncSession, prepared: Prepared, params: Mapping[str, Any] | None = None) -> Result:
-    """Execute ``prepared`` with ``params`` in the session's transaction."""
+    """Execute ``prepared`` with ``params`` in the session's transaction (after the writes :func:`defer` queued)."""
     if _has_pending(session):
         await session.flush()
     driver = await _driver(session)
+    if _queued(session, driver):
+        await flush_deferred(session)
     given = params or {}
     form = prepared.form(driver.dialect, _insert_keys(prepared, given))
     values = _values(form, given)
@@ -198,6 +200,8 @@ async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Map
     if _has_pending(session):
         await session.flush()
     driver = await _driver(session)
+    if _queued(session, driver):
+        await flush_deferred(session)
     form = prepared.form(driver.dialect, _insert_keys(prepared, rows[0]))
     values = [_values(form, row) for row in rows]
     if driver.sqlite:
@@ -205,6 +209,112 @@ async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Map
         return
     async with driver.connection.cursor() as cursor:
         await cursor.executemany(form.sql, values)
+
+
+# --- writes whose results the call does not wait for --------------------------------------------------------------
+
+_DEFERRED = "mandate.prepared.deferred"
+"""``Session.info`` key: the transaction's queued writes (:func:`defer`)."""
+
+Mismatch = Callable[[int], Exception]
+"""Makes the error for a write that changed another number of rows than expected, given the number it changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    sql: str
+    values: Any
+    many: bool
+    expect: int | None
+    mismatch: Mismatch | None
+
+
+def _queue(session: AsyncSession) -> list[_Write]:
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_DEFERRED)
+    if held is None or held[0] is not transaction:
+        held = (transaction, [])
+        session.info[_DEFERRED] = held
+    queue: list[_Write] = held[1]
+    return queue
+
+
+def _queued(session: AsyncSession, driver: _Driver) -> bool:
+    if driver.sqlite:
+        return False
+    held = session.info.get(_DEFERRED)
+    return held is not None and bool(held[1]) and held[0] is session.sync_session.get_transaction()
+
+
+def _check(write: _Write, rowcount: int) -> None:
+    if write.expect is not None and rowcount != write.expect:
+        if write.mismatch is not None:
+            raise write.mismatch(rowcount)
+        raise RuntimeError(f"a write changed {rowcount} rows, not {write.expect}")
+
+
+async def defer(
+    session: AsyncSession,
+    prepared: Prepared,
+    params: Mapping[str, Any],
+    *,
+    expect: int | None = None,
+    mismatch: Mismatch | None = None,
+) -> None:
+    """Queue a write that must change ``expect`` rows (any number when ``None``); ``mismatch`` makes the error.
+
+    On PostgreSQL the queued writes of a transaction go to the server together, in one round trip (psycopg's
+    pipeline mode), before its next statement here or its commit (:meth:`server.storage.database.Database.
+    run_in_transaction`); a write that fails or changes another number of rows fails the transaction there. On
+    SQLite, where a statement costs no round trip, it runs at once. The writes must not touch rows that the ORM
+    reads or writes later in the same transaction: an ORM statement can reach the database before them.
+    """
+    if _has_pending(session):
+        await session.flush()
+    driver = await _driver(session)
+    form = prepared.form(driver.dialect, _insert_keys(prepared, params))
+    write = _Write(form.sql, _values(form, params), False, expect, mismatch)
+    if driver.sqlite:
+        _check(write, driver.connection.execute(form.sql, write.values).rowcount)
+        return
+    _queue(session).append(write)
+
+
+async def defer_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Queue ``prepared`` once per mapping in ``rows`` (as :func:`run_many`, but sent with the queued writes)."""
+    if not rows:
+        return
+    if _has_pending(session):
+        await session.flush()
+    driver = await _driver(session)
+    form = prepared.form(driver.dialect, _insert_keys(prepared, rows[0]))
+    values = [_values(form, row) for row in rows]
+    if driver.sqlite:
+        driver.connection.executemany(form.sql, values)
+        return
+    _queue(session).append(_Write(form.sql, values, True, None, None))
+
+
+async def flush_deferred(session: AsyncSession) -> None:
+    """Send the transaction's queued writes, in one round trip, and check what each changed."""
+    held = session.info.get(_DEFERRED)
+    if held is None or not held[1] or held[0] is not session.sync_session.get_transaction():
+        return
+    writes: list[_Write] = held[1]
+    session.info.pop(_DEFERRED, None)
+    connection = (await _driver(session)).connection
+    cursors = []
+    async with connection.pipeline():
+        for write in writes:
+            cursor = connection.cursor()
+            if write.many:
+                await cursor.executemany(write.sql, write.values)
+            else:
+                await cursor.execute(write.sql, write.values)
+            cursors.append(cursor)
+    for write, cursor in zip(writes, cursors, strict=True):
+        _check(write, cursor.rowcount)
+        await cursor.close()
 
 
 def _insert_keys(prepared: Prepared, params: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -124,8 +124,7 @@ async def locked_order(ctx: ToolContext, order_id: str) -> OrderRow:
 
 async def add_refunded(ctx: ToolContext, order: OrderRow, amount_minor: int) -> OrderRow:
     """Add to the order's refunded total (under the lock :func:`locked_order` took); the order as it now reads."""
-    if await ctx.execute(_ADD_REFUNDED, k_order_id=order.id, k_amount=amount_minor) != 1:
-        raise NotFound("order", order.id)
+    await ctx.write(_ADD_REFUNDED, k_order_id=order.id, k_amount=amount_minor)  # the locked row: exactly one
     updated = OrderRow(
         order.id,
         order.customer_id,
