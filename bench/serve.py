@@ -11,11 +11,11 @@ SIGUSR1 starts pyinstrument on the event loop's thread and SIGUSR2 stops it and 
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import sys
