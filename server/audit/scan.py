@@ -115,6 +115,6 @@ def scan_range(dialect: str, address: str, query: str, start: int, end: int) -> 
     connection = _connection(dialect, address)
     if dialect == "sqlite":
         return scan_rows(start, end, connection.execute(query, (start, end)))
-    with connection.cursor() as cursor:
+    with connection.cursor(binary=True) as cursor:  # the JSON arrives as its bytes, not hex-escaped bytea text
         cursor.execute(query, (start, end))
         return scan_rows(start, end, cursor)

@@ -76,12 +76,17 @@ async def subtree_hashes(connection: AsyncConnection, tiles: set[tuple[int, int]
     found: dict[tuple[int, int], bytes] = {}
     leaves = sorted(index for level, index in tiles if level == 0)
     if leaves:
-        rows = await connection.execute(select(RECORDS).where(RECORDS.c.leaf_index.in_(leaves)))
-        for row in rows:
-            values: Mapping[str, Any] = dict(row._mapping)
-            found[(0, int(values["leaf_index"]))] = (
-                bytes.fromhex(values["leaf_hash"]) if values["leaf_hash"] else leaf_hash_of(values)
-            )
+        legacy: list[int] = []
+        query = select(RECORDS.c.leaf_index, RECORDS.c.leaf_hash).where(RECORDS.c.leaf_index.in_(leaves))
+        for index, stored in await connection.execute(query):
+            if stored:
+                found[(0, int(index))] = bytes.fromhex(stored)
+            else:
+                legacy.append(int(index))
+        if legacy:  # a legacy chain record's leaf is computed from its content
+            for row in await connection.execute(select(RECORDS).where(RECORDS.c.leaf_index.in_(legacy))):
+                values: Mapping[str, Any] = dict(row._mapping)
+                found[(0, int(values["leaf_index"]))] = leaf_hash_of(values)
     inner = sorted(tile for tile in tiles if tile[0] > 0)
     for start in range(0, len(inner), 200):
         chunk = inner[start : start + 200]
