@@ -190,6 +190,9 @@ class Sequencer:
 
     async def _integrate_while_active(self) -> None:
         while True:
+            # A batch starts every interval, whatever the last one took (not an interval after it ended): a record
+            # waits at most one interval plus one batch.
+            started = anyio.current_time()
             try:
                 # A batch is short and is never abandoned half-way (a driver call cancelled mid-flight can strand its
                 # connection): cancellation waits for it and lands on the sleep.
@@ -202,7 +205,7 @@ class Sequencer:
                 self.batches += 1
                 if batch.new_size - batch.old_size >= self.batch_size:
                     continue
-            await anyio.sleep(self.interval)
+            await anyio.sleep(max(0.0, self.interval - (anyio.current_time() - started)))
 
     async def run(self) -> None:
         if self.db.is_sqlite:
