@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.ledger import LedgerEntry
 from server.storage.database import Database
@@ -134,3 +135,13 @@ async def test_a_queued_write_that_changes_another_number_of_rows_fails_the_tran
         return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
 
     assert await db.run_in_transaction(total) == 0
+
+
+async def test_a_queued_write_is_sent_by_whatever_commits_its_transaction(db: Database) -> None:
+    async with AsyncSession(db.engine, expire_on_commit=False) as session, session.begin():
+        await defer_many(session, INSERT_ENTRY, [_entry("aud_plain_commit", 150, datetime.now(UTC))])
+
+    async def total(session: Any) -> int:
+        return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+
+    assert await db.run_in_transaction(total) == 150

@@ -32,9 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from sqlalchemy import event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 Processor = Callable[[Any], Any]
@@ -297,12 +300,17 @@ async def defer_many(session: AsyncSession, prepared: Prepared, rows: Sequence[M
 
 async def flush_deferred(session: AsyncSession) -> None:
     """Send the transaction's queued writes, in one round trip, and check what each changed."""
-    held = session.info.get(_DEFERRED)
-    if held is None or not held[1] or held[0] is not session.sync_session.get_transaction():
+    await _send_queued(session.sync_session)
+
+
+async def _send_queued(sync: Session) -> None:
+    held = sync.info.get(_DEFERRED)
+    if held is None or not held[1] or held[0] is not sync.get_transaction():
         return
     writes: list[_Write] = held[1]
-    session.info.pop(_DEFERRED, None)
-    connection = (await _driver(session)).connection
+    sync.info.pop(_DEFERRED, None)
+    driver = sync.info[_DRIVER][1]  # found by the statement that queued the first write, in this transaction
+    connection = driver.connection
     cursors = []
     async with connection.pipeline():
         for write in writes:
@@ -315,6 +323,15 @@ async def flush_deferred(session: AsyncSession) -> None:
     for write, cursor in zip(writes, cursors, strict=True):
         _check(write, cursor.rowcount)
         await cursor.close()
+
+
+@event.listens_for(Session, "before_commit")
+def _queued_writes_before_any_commit(sync: Session) -> None:
+    """Whatever commits a transaction (not only ``Database.run_in_transaction``) sends its queued writes first, so
+    a queued write is never lost; an ``AsyncSession`` commits inside a greenlet, where ``await_only`` may wait."""
+    held = sync.info.get(_DEFERRED)
+    if held is not None and held[1] and held[0] is sync.get_transaction():
+        await_only(_send_queued(sync))
 
 
 def _insert_keys(prepared: Prepared, params: Mapping[str, Any]) -> tuple[str, ...] | None:
