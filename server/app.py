@@ -50,7 +50,7 @@ from server.observability.metrics import Metrics
 from server.observability.tracing import Tracing, configure_tracing
 from server.policy_runtime import PolicyRuntime, vocabulary_of
 from server.storage.database import Database
-from server.storage.schema import create_schema
+from server.storage.schema import open_schema
 from server.version import package_version
 from server.webhooks import Webhooks
 
@@ -147,11 +147,12 @@ def load_policy_runtime(settings: Settings, catalog: ToolCatalog) -> PolicyRunti
 
 
 async def open_database(settings: Settings) -> tuple[Database, ToolCatalog]:
-    """The database with its schema in place (the tool catalog's modules declare the store's tables)."""
+    """The database, at the schema revision this Mandate needs: migrated on SQLite, checked on PostgreSQL (where
+    ``mandate db upgrade`` migrates; docs/database.md). The tool catalog's modules declare the store's tables."""
     catalog = load_tool_catalog(settings)
     db = Database(settings.effective_database_url)
     try:
-        await create_schema(db)
+        await open_schema(db, settings.describe_database())
     except Exception:
         await db.dispose()
         raise

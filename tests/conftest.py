@@ -3,16 +3,22 @@ development issuer signing real tokens, and in-process MCP clients through the S
 
 The whole suite runs against PostgreSQL by setting ``MANDATE_TEST_DATABASE_URL=postgresql://127.0.0.1:5432/test``:
 each test then gets a schema of its own (``search_path``), dropped afterwards.
+
+Every test's database is built by the migrations (``server/storage/migrations``), as ``mandate db upgrade`` builds
+one: on SQLite they run once per session into a template file that each test gets a copy of (a byte copy of the
+migrated file, so nothing differs but the time), on PostgreSQL they run in each test's schema. ``empty_database_url``
+is a database with nothing in it, for the tests of migrating and of starting before one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,13 +28,14 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from mcp.client import Client
+from sqlalchemy import create_engine
 
 from server.app import Mandate, build_server, load_tool_catalog, open_mandate
 from server.auth.dev_issuer import DevIssuer
 from server.config import Settings
 from server.stdio import EnvironmentCredentials
 from server.storage.database import Database
-from server.storage.schema import create_schema
+from server.storage.migrate import upgrade_connection
 from tools.store.seed import seed_demo_store
 
 POSTGRES_URL = os.environ.get("MANDATE_TEST_DATABASE_URL", "")
@@ -57,20 +64,60 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for one test."""
-    if not POSTGRES_URL:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'mandate.db'}"
-        return
+def migrate_sync(url: str) -> None:
+    """Run the migrations to the newest revision on ``url`` (a synchronous engine: no event loop needed)."""
+    engine = create_engine(url.replace("+aiosqlite", "").replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as connection:
+            upgrade_connection(connection)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file the migrations built, once per session (each test copies it)."""
+    path = tmp_path_factory.mktemp("migrated") / "mandate.db"
+    migrate_sync(f"sqlite:///{path}")
+    return path
+
+
+@contextmanager
+def empty_postgres_schema() -> Iterator[str]:
+    """A schema of its own on the shared PostgreSQL (``search_path``), dropped afterwards; its URL."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
     separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it, not even the migrations' version table."""
+    if not POSTGRES_URL:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    with empty_postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for one test, at the newest schema revision, with no rows but the audit chain head."""
+    if not POSTGRES_URL:
+        template: Path = request.getfixturevalue("migrated_sqlite_template")
+        shutil.copyfile(template, tmp_path / "mandate.db")
+        yield f"sqlite+aiosqlite:///{tmp_path / 'mandate.db'}"
+        return
+    with empty_postgres_schema() as url:
+        migrate_sync(url)
+        yield url
 
 
 @pytest.fixture
@@ -78,7 +125,6 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     """The test's database with the full schema (tables, chain head, append-only triggers) and nothing else."""
     load_tool_catalog(settings)  # the store's tables are declared by the tool modules
     database = Database(settings.effective_database_url)
-    await create_schema(database)
     try:
         yield database
     finally:

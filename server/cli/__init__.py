@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("server.cli.init", "write a configuration, the scope catalog and a policy to edit into a directory"),
     "serve": ("server.cli.serve", "run the MCP server"),
     "dev": ("server.cli.serve", "seed the demo store and serve it with the local development issuer"),
-    "seed": ("server.cli.serve", "create the schema and seed the demo store (idempotent)"),
+    "seed": ("server.cli.serve", "seed the demo store (idempotent; on SQLite, migrates the schema first)"),
+    "db": ("server.cli.database", "migrate the database schema; set up the server's restricted PostgreSQL role"),
     "token": ("server.cli.tokens", "development tokens"),
     "scopes": ("server.cli.scopes", "print the scope -> tool table"),
     "audit": ("server.cli.audit", "verify, checkpoint, read and trace the audit trail"),
@@ -63,10 +64,11 @@ def _configure_logging(settings: Settings, *, serving: bool) -> None:
     # The Stripe SDK logs request parameters and whole response bodies (customers' names, emails) at DEBUG.
     logging.getLogger("stripe").setLevel(max(logging.INFO, logging.getLogger().level))
     # The SDK logs each stateless request's end ("Terminating session: None") at INFO; httpx logs every request
-    # (JWKS fetches, the issuer discovery probe and its expected 404s). Both are shown only at the DEBUG level.
+    # (JWKS fetches, the issuer discovery probe and its expected 404s); Alembic logs its set-up and each revision
+    # it runs at start on SQLite. They are shown only at the DEBUG level.
     root = logging.getLogger().level
     if root > logging.DEBUG:
-        for name in ("mcp.server.streamable_http", "httpx", "httpx2"):
+        for name in ("mcp.server.streamable_http", "httpx", "httpx2", "alembic"):
             logging.getLogger(name).setLevel(max(logging.WARNING, root))
 
 

@@ -236,6 +236,6 @@ def register(sub: Any) -> None:
     )
     dev.set_defaults(handler=cmd_dev)
 
-    seed = sub.add_parser("seed", help="create the schema and seed the demo store (idempotent)")
+    seed = sub.add_parser("seed", help="seed the demo store (idempotent; on SQLite, migrates the schema first)")
     add_server_options(seed)
     seed.set_defaults(handler=cmd_seed)

@@ -47,12 +47,18 @@ def bind_socket(settings: Settings) -> socket.socket:
 
 
 def explain(exc: BaseException, settings: Settings | None) -> StartupError | None:
-    """A one-line ``StartupError`` for a failure to reach the database, or None for anything else."""
+    """A one-line ``StartupError`` for a failure to reach the database or a database at the wrong schema revision,
+    or None for anything else."""
     if "sqlalchemy" not in sys.modules:
         return None
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     from server.storage.database import DatabaseUnavailable
+    from server.storage.drift import SchemaOutOfDate
+    from server.storage.migrate import SchemaNotAtHead
+
+    if isinstance(exc, SchemaNotAtHead | SchemaOutOfDate):
+        return StartupError(str(exc))
 
     if not isinstance(exc, OperationalError | InterfaceError | DatabaseUnavailable):
         return None

@@ -1,8 +1,9 @@
-"""A database made by an older Mandate lacks columns the code writes: say so at start, in one clear sentence.
+"""A database made before the versioned migrations that lacks columns the code writes: say so, in one sentence.
 
-``metadata.create_all`` creates missing tables but never alters existing ones, so a database from before a column
-was added would fail at the first INSERT with a driver's message. Until versioned migrations exist
-(``mandate db upgrade``, DESIGN.md section 5), the start stops instead, naming the missing columns.
+Before the migrations, ``metadata.create_all`` created missing tables at every start but never altered existing
+ones. Adopting such a database (:mod:`server.storage.adopt`) adds the columns known to have been added since; any
+other missing column stops ``mandate db upgrade`` here, naming the columns, instead of failing at the first INSERT
+with a driver's message.
 """
 
 from __future__ import annotations
@@ -33,6 +34,6 @@ def require_current_schema(connection: Connection) -> None:
     missing = missing_columns(connection)
     if missing:
         raise SchemaOutOfDate(
-            f"the database was made by an older Mandate and lacks {', '.join(missing)}; start from a new database "
-            "(for the development store: move DATA_DIR/mandate.db aside) until migrations are available"
+            f"the database was made by an older Mandate and lacks {', '.join(missing)}, which no migration adds; "
+            "start from a new database (for the development store: move DATA_DIR/mandate.db aside)"
         )

@@ -1,52 +1,40 @@
-"""Creating the schema: every SQLModel table the server and the tool catalog declare, the audit chain head, and the
-triggers that make the audit trail append-only in the database itself (DESIGN.md section 6).
+"""The schema at start and for tools: migrate (the owner's job) or check (the server's, on PostgreSQL).
 
-Tables are created if missing (``metadata.create_all``); there is no released schema yet, so no migrations. When
-there is one, Alembic takes over (DESIGN.md section 5).
+The schema comes from the versioned migrations (:mod:`server.storage.migrations`, run by :mod:`server.storage.migrate`;
+docs/database.md), which create every table, the audit chain head and the triggers that make the audit trail
+append-only in the database itself (DESIGN.md section 6; docs/audit.md, "What the database refuses").
 
-The audit log's triggers (:mod:`server.audit.triggers`) refuse ``DELETE`` of records and every ``UPDATE`` but the
-sequencer's one-time ``leaf_index``; they are re-created on every start. A database written by the linear hash chain
-is upgraded first (:mod:`server.audit.migration`).
+- :func:`create_schema` migrates to the newest revision: ``mandate db upgrade``, the tests' and benchmarks' fresh
+  databases, and every start on SQLite.
+- :func:`open_schema` is what a start does. On PostgreSQL it only checks that the database is at the newest revision
+  and stops in one line naming ``mandate db upgrade`` when it is not: the server creates and replaces nothing, so it
+  can run as a role that owns nothing and cannot drop or disable the triggers (:mod:`server.storage.privileges`). On
+  the embedded SQLite file, whose owner is whoever runs the process, it migrates, so ``mandate dev`` stays one
+  command.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlmodel import SQLModel
-
-import server.approvals.models
-import server.console.sessions
-import server.effects.models
-import server.guards.store
-import server.idempotency
-import server.liveness
-import server.webhooks  # noqa: F401 - these modules declare the server's own tables
-from server import ledger
-from server.audit import migration, triggers
-from server.audit.models import GENESIS_HASH
+from server.audit import triggers
+from server.storage import migrate
 from server.storage.database import Database
-from server.storage.drift import require_current_schema
+
+
+async def create_schema(db: Database) -> None:
+    """Bring the database to the newest revision (creating it from nothing, or adopting one made before the
+    migrations); safe to run concurrently from several processes and again and again."""
+    await migrate.upgrade(db)
+
+
+async def open_schema(db: Database, where: str) -> None:
+    """SQLite: migrate. PostgreSQL: stop with :class:`server.storage.migrate.SchemaNotAtHead` unless the database is
+    at the newest revision (``where`` names it in the message, password hidden)."""
+    if db.is_sqlite:
+        await migrate.upgrade(db)
+        return
+    await migrate.require_head(db, where)
+
 
 SQLITE_TRIGGERS = triggers.SQLITE_TRIGGERS
 POSTGRES_TRIGGERS = triggers.POSTGRES_TRIGGERS
 APPEND_ONLY_MESSAGE = triggers.APPEND_ONLY_MESSAGE
-
-
-async def create_schema(db: Database) -> None:
-    """Create missing tables, the chain head row and the audit triggers; safe to run concurrently from several
-    processes and on every start."""
-    async with db.engine.begin() as connection:
-        if not db.is_sqlite:
-            # One process creates the schema at a time; the lock is released at commit.
-            await connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
-            await migration.upgrade_postgres(connection)
-        set_aside = db.is_sqlite and await migration.set_aside_sqlite_table(connection)
-        await connection.run_sync(require_current_schema)  # an older database: one clear error, not a failed INSERT
-        await connection.run_sync(SQLModel.metadata.create_all)
-        if set_aside:
-            await migration.copy_sqlite_records(connection)
-        await migration.add_missing_columns(connection)
-        statement = "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :hash) ON CONFLICT (id) DO NOTHING"
-        await connection.execute(text(statement), {"hash": GENESIS_HASH})
-        await triggers.create_audit_triggers(connection, db.is_sqlite)
-        await ledger.backfill_window_totals(connection)  # a database from before the rolling sub-totals

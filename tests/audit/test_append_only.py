@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from server.audit import chain
 from server.audit.verify import verify_log
 from server.storage.database import Database
-from server.storage.schema import create_schema
+from server.storage.health import audit_trigger_problems
+from server.storage.schema import POSTGRES_TRIGGERS, SQLITE_TRIGGERS, create_schema
 from tests.audit.support import (
     append_and_integrate,
     append_records,
@@ -85,14 +86,14 @@ async def test_postgres_refuses_to_truncate_the_audit_log(db: Database) -> None:
     assert len(await rows(db)) == 2
 
 
-async def test_creating_the_schema_again_restores_dropped_triggers(db: Database) -> None:
+async def test_dropped_triggers_are_named_by_the_database_check_and_not_silently_recreated(db: Database) -> None:
+    assert await audit_trigger_problems(db) == []
     await append_records(db, 2)
     await drop_audit_triggers(db)
-    await create_schema(db)
-    await create_schema(db)  # idempotent
-    with pytest.raises(DBAPIError, match="append-only"):
-        await execute(db, "DELETE FROM audit_records")
-    assert len(await rows(db)) == 2
+    await create_schema(db)  # at the newest revision already: an upgrade changes nothing, so the loss stays visible
+    problems = await audit_trigger_problems(db)
+    assert "trigger audit_records_no_delete on audit_records: missing" in problems
+    assert len(problems) == len(SQLITE_TRIGGERS if db.is_sqlite else POSTGRES_TRIGGERS)
 
 
 async def test_concurrent_writers_in_two_processes_and_many_tasks_end_in_one_verified_tree(db: Database) -> None:

@@ -1,4 +1,5 @@
-"""A database written by the linear hash chain is upgraded on start: its records keep their chain and become the
+"""A database written by the linear hash chain is upgraded by the migrations (``mandate db upgrade``, and every start
+on SQLite): its records keep their chain and become the
 first leaves of the Merkle tree, ``verify`` checks both parts, and a legacy record can be proved like any other."""
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """Nothing migrated: these tests start from a database the old code path wrote (``settings`` and ``cli`` too)."""
+    return empty_database_url
+
+
+@pytest.fixture
 async def legacy_db(settings: Settings) -> AsyncIterator[Database]:
     """An empty database (no schema) for the old code path to write."""
     database = Database(settings.effective_database_url)
@@ -39,7 +46,7 @@ async def test_a_legacy_chain_becomes_the_first_leaves_and_verifies_with_the_rec
     db = legacy_db
     await create_legacy_schema(db)
     legacy = await append_legacy(db, 6)
-    await create_schema(db)  # the upgrade, as every start runs it
+    await create_schema(db)  # the upgrade, as `mandate db upgrade` runs it
     await create_schema(db)  # and again: idempotent
     await append_records(db, 3, start=100)
     await integrate(db)
