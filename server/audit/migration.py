@@ -82,7 +82,11 @@ async def upgrade_postgres(connection: AsyncConnection) -> None:
         await connection.execute(text(statement))
 
 
-ADDED_COLUMNS = (("orders", "cancel_audit_id", "VARCHAR(40)"),)
+ADDED_COLUMNS = (
+    ("orders", "cancel_audit_id", "VARCHAR(40)"),
+    ("audit_records", "origin", "VARCHAR(200)"),
+    ("audit_records", "user_agent", "VARCHAR(300)"),
+)
 """Nullable columns added to existing tables since they were first created."""
 
 
