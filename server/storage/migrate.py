@@ -4,8 +4,9 @@
   so two upgrades at once run one after the other; SQLite under its write lock). Run by ``mandate db upgrade`` as
   the schema's owner, and at start on the embedded SQLite file.
 - :func:`require_head` is what a PostgreSQL start does instead: it reads the revision and stops, in one line naming
-  ``mandate db upgrade``, unless the database is at the newest one. It creates nothing, so the server can run as a
-  role that owns nothing (:mod:`server.storage.privileges`).
+  ``mandate db upgrade``, unless the database is at the newest one, and stops naming ``mandate db grant-writer``
+  when the role lacks a privilege the server needs. It creates nothing, so the server can run as a role that owns
+  nothing (:mod:`server.storage.privileges`).
 - :func:`schema_differences` compares a migrated database with the models (Alembic's ``compare_metadata``).
 
 Alembic is imported inside the functions: ``mandate --help`` and the commands that never touch the schema stay fast.
@@ -158,6 +159,16 @@ def _require_head(connection: Connection, where: str) -> None:
     message = not_at_head_message(found, where)
     if message is not None:
         raise SchemaNotAtHead(message)
+    if connection.dialect.name == "postgresql":
+        from server.storage.privileges import lacking
+
+        missing = lacking(connection)
+        if missing:
+            role = connection.execute(text("SELECT current_user")).scalar()
+            raise SchemaNotAtHead(
+                f"{where}: role {role} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: have the "
+                f"owner run `mandate db grant-writer {role}` (again after each upgrade; docs/database.md)"
+            )
 
 
 async def require_head(db: Database, where: str) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.storage.database import Database
@@ -164,3 +165,36 @@ async def _still_allowed(connection: AsyncConnection, role: str, schema: str) ->
             if (await connection.execute(query, {**names, "table": qualified, "privilege": privilege})).scalar():
                 found.append(f"{role} may {privilege} {table} through another grant (PUBLIC or a role it is in)")
     return found
+
+
+def required() -> list[tuple[str, str, str | None]]:
+    """:data:`WRITER_PRIVILEGES` as (table, privilege, column or None) triples."""
+    triples: list[tuple[str, str, str | None]] = []
+    for table, privileges in WRITER_PRIVILEGES.items():
+        for item in privileges.split(", "):
+            name, _, column = item.partition(" (")
+            triples.append((table, name, column.rstrip(")") or None))
+    return triples
+
+
+def lacking(connection: Connection) -> list[str]:
+    """``PRIVILEGE on table[.column]`` for each privilege the server needs that the connected role lacks (an owner
+    lacks none). One query: the start runs it on PostgreSQL."""
+    checks = " UNION ALL ".join(
+        f"SELECT {index} AS i WHERE NOT "
+        + (
+            f"has_column_privilege(:t{index}, :c{index}, :p{index})"
+            if column
+            else f"has_table_privilege(:t{index}, :p{index})"
+        )
+        for index, (_table, _privilege, column) in enumerate(required())
+    )
+    parameters: dict[str, str] = {}
+    for index, (table, privilege, column) in enumerate(required()):
+        parameters[f"t{index}"] = table
+        parameters[f"p{index}"] = privilege
+        if column:
+            parameters[f"c{index}"] = column
+    missing = [int(row[0]) for row in connection.execute(text(checks), parameters)]
+    needed = required()
+    return [f"{needed[i][1]} on {needed[i][0]}" + (f".{needed[i][2]}" if needed[i][2] else "") for i in sorted(missing)]

@@ -17,7 +17,7 @@ from server.audit.redaction import arguments_digest
 from server.callpath.core import key_owner
 from server.config import Settings, load_settings
 from server.liveness import beat
-from tests.conftest import Harness
+from tests.conftest import Harness, migrate_sync
 from tests.pgcluster import Cluster, own_cluster
 from tools.store.models import Refund
 from tools.store.seed import seed_demo_store
@@ -36,6 +36,7 @@ REFUND = {
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     with own_cluster() as cluster:
+        migrate_sync(cluster.url)  # `mandate db upgrade`, as an operator runs it before the first start
         yield cluster
 
 

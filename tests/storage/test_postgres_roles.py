@@ -314,3 +314,18 @@ def test_mandate_db_grant_writer_says_what_the_role_may_do(database_url: str, tm
     assert f"{role} may now write to 23 tables of schema" in done.stdout
     assert "it cannot ALTER or DROP a table, disable or drop a trigger, or rewrite an audit record" in done.stdout
     assert again.stdout == done.stdout  # idempotent
+
+
+async def test_a_writer_missing_a_privilege_is_told_at_start_which_and_what_to_run(
+    writer: Writer, tmp_path: Path
+) -> None:
+    owner = make_url(writer.url).set(username="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(_libpq(owner), autocommit=True) as connection:
+        connection.execute(f'REVOKE INSERT ON refunds FROM "{writer.role}"')  # as if a new table had no grant yet
+        connection.execute(f'REVOKE UPDATE (leaf_index) ON audit_records FROM "{writer.role}"')
+    argv = ("serve", "--dev-issuer", "--port", "0", "--database-url", writer.url)
+    done = await anyio.to_thread.run_sync(lambda: mandate(*argv, data_dir=tmp_path))
+    assert done.returncode == 2
+    line = _one_line(done.stderr)
+    assert f"role {writer.role} lacks UPDATE on audit_records.leaf_index, INSERT on refunds" in line
+    assert f"have the owner run `mandate db grant-writer {writer.role}`" in line
