@@ -4,8 +4,8 @@
 Migrates a scratch SQLite file to the newest revision, lets Alembic's autogenerate compare it with the models, and
 writes ``server/storage/migrations/versions/NNNN_<slug>.py`` with the next number. Read and finish the draft:
 autogenerate sees tables, columns, indexes and constraints, not triggers, functions, grants or data; a change to
-``audit_records``' columns also needs the SQLite trigger ``audit_records_set_position_once`` re-created, and a new
-table an entry in :data:`server.storage.privileges.WRITER_PRIVILEGES`.
+``audit_records``' columns also needs the trigger ``audit_records_set_position_once`` re-created on both engines
+(it names every column), and a new table an entry in :data:`server.storage.privileges.WRITER_PRIVILEGES`.
 """
 
 from __future__ import annotations
