@@ -105,7 +105,10 @@ async def test_the_position_trigger_guards_every_audit_record_column_but_the_pos
         if db.is_sqlite:
             query = "SELECT sql FROM sqlite_master WHERE name = 'audit_records_set_position_once'"
         else:
-            query = "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'audit_records_set_position_once'"
+            query = (
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE tgname = 'audit_records_set_position_once' AND tgrelid = 'audit_records'::regclass"
+            )
         definition = str((await connection.execute(text(query))).scalar_one()).lower()
     guarded = re.findall(r"old\.(\w+)", definition)
     unguarded = [name for name in AuditRecord.model_fields if name != "leaf_index" and name not in guarded]
