@@ -186,10 +186,13 @@ async def release_refund(plan: RefundPlan, ctx: ToolContext) -> None:
     ctx.session.add(order)
 
 
-def _public(refund: Refund, order: Order) -> RefundPublic:
-    amount = Money.from_minor(refund.amount_minor, refund.currency)
+def _public(refund: Refund, order: Order | OrderRow) -> RefundPublic:
+    return _answer(refund.id, Money.from_minor(refund.amount_minor, refund.currency), order)
+
+
+def _answer(refund_id: str, amount: Money, order: Order | OrderRow) -> RefundPublic:
     return RefundPublic(
-        refund_id=refund.id,
+        refund_id=refund_id,
         order_id=order.id,
         customer_id=order.customer_id,
         amount=amount.formatted,
@@ -236,15 +239,7 @@ async def refund_create(args: RefundCreateArgs, ctx: ToolContext) -> RefundPubli
         audit_id=ctx.audit_id,
         provider_refund_id=None,
     )
-    return RefundPublic(
-        refund_id=refund_id,
-        order_id=order.id,
-        customer_id=order.customer_id,
-        amount=amount.formatted,
-        currency=amount.currency,
-        order_refunded_total=Money.from_minor(order.refunded_minor, order.currency).formatted,
-        order_refundable_left=Money.from_minor(order.total_minor - order.refunded_minor, order.currency).formatted,
-    )
+    return _answer(refund_id, amount, order)
 
 
 _ADD_REFUND = Statement(insert(Refund.__table__))  # type: ignore[attr-defined]

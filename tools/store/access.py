@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy import select as sql_select
@@ -34,15 +35,20 @@ async def get_customer(ctx: ToolContext, customer_id: str) -> Customer:
 _LOCKED_ORDERS = "tools.store.locked_orders"
 
 
-def _locked_orders(ctx: ToolContext) -> dict[str, Order]:
-    """The orders this call's transaction has read ``FOR UPDATE`` so far (forgotten when the transaction ends)."""
+def _held(ctx: ToolContext, key: str) -> dict[str, Any]:
+    """What this call's transaction has read ``FOR UPDATE`` so far, under ``key`` (forgotten when it ends)."""
     transaction = ctx.session.sync_session.get_transaction()
-    held = ctx.session.info.get(_LOCKED_ORDERS)
+    held = ctx.session.info.get(key)
     if held is None or held[0] is not transaction:
         held = (transaction, {})
-        ctx.session.info[_LOCKED_ORDERS] = held
-    orders: dict[str, Order] = held[1]
-    return orders
+        ctx.session.info[key] = held
+    rows: dict[str, Any] = held[1]
+    return rows
+
+
+def _locked_orders(ctx: ToolContext) -> dict[str, Order]:
+    """The ORM orders this call's transaction has locked."""
+    return _held(ctx, _LOCKED_ORDERS)
 
 
 async def get_order(ctx: ToolContext, order_id: str, *, for_update: bool = False) -> Order:
@@ -99,13 +105,8 @@ _LOCKED_ROWS = "tools.store.locked_order_rows"
 
 
 def _locked_rows(ctx: ToolContext) -> dict[str, OrderRow]:
-    transaction = ctx.session.sync_session.get_transaction()
-    held = ctx.session.info.get(_LOCKED_ROWS)
-    if held is None or held[0] is not transaction:
-        held = (transaction, {})
-        ctx.session.info[_LOCKED_ROWS] = held
-    rows: dict[str, OrderRow] = held[1]
-    return rows
+    """The order rows this call's transaction has locked."""
+    return _held(ctx, _LOCKED_ROWS)
 
 
 async def locked_order(ctx: ToolContext, order_id: str) -> OrderRow:
