@@ -6,6 +6,11 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+# The suite runs in pytest-xdist worker processes (docs/testing.md): most of it waits on subprocesses, HTTP and
+# databases rather than on a core, so more workers than cores pays off. TEST_WORKERS=0 runs it in this one process,
+# in order, for debugging (pdb, -s, a test's output as it happens): `make unit TEST_WORKERS=0`.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench docs clean
 
@@ -39,7 +44,7 @@ typecheck:
 	$(UV) run mypy
 
 unit:
-	$(UV) run pytest -q -m "not interop and not browser" tests
+	$(UV) run pytest -q $(PARALLEL) -m "not interop and not browser" tests
 
 ## The web console in a real browser: Debian's chromium through chromium-driver (apt-get install -y chromium
 ## chromium-driver). Skipped, saying why, when they are not installed; MANDATE_REQUIRE_BROWSER=1 makes that a failure.
@@ -50,10 +55,11 @@ test-browser: setup
 screenshots: setup
 	MANDATE_REQUIRE_BROWSER=1 MANDATE_SCREENSHOTS=$(CURDIR)/docs/console $(UV) run pytest -q -m browser tests/console -k follows_it
 
-## The same suite on PostgreSQL (fails when PostgreSQL is not reachable at POSTGRES_URL).
+## The same suite on PostgreSQL (fails when PostgreSQL is not reachable at POSTGRES_URL): every test that uses a
+## database, each in a schema of its own; the tests that use none ran in the SQLite pass (tests/conftest.py).
 test-postgres: setup
 	@pg_isready -q -d "$(POSTGRES_URL)" || { echo "PostgreSQL is not reachable at $(POSTGRES_URL)"; exit 1; }
-	MANDATE_TEST_DATABASE_URL="$(POSTGRES_URL)" $(UV) run pytest -q -m "not interop and not browser" tests
+	MANDATE_TEST_DATABASE_URL="$(POSTGRES_URL)" $(UV) run pytest -q $(PARALLEL) -m "not interop and not browser" tests
 
 ## Third-party peers from npm (MCP Inspector CLI, TypeScript SDK, oauth2-mock-server), pinned by package-lock.json.
 test-interop: setup

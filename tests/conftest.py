@@ -1,13 +1,29 @@
 """Shared fixtures: a real database (a SQLite file, or PostgreSQL when MANDATE_TEST_DATABASE_URL is set), a real
 development issuer signing real tokens, and in-process MCP clients through the SDK's in-memory transport.
 
-The whole suite runs against PostgreSQL by setting ``MANDATE_TEST_DATABASE_URL=postgresql://127.0.0.1:5432/test``:
-each test then gets a schema of its own (``search_path``), dropped afterwards.
+The suite runs against PostgreSQL by setting ``MANDATE_TEST_DATABASE_URL=postgresql://127.0.0.1:5432/test``: each
+test then gets a schema of its own (``search_path``), dropped afterwards. That pass runs only the tests that use the
+``database_url`` fixture (directly or through ``settings``, ``db``, ``harness``, ``live``...): the others use no
+database, or a SQLite file or a cluster of their own, and behave the same in both passes, so they run once, in the
+SQLite pass (``pytest_collection_modifyitems`` below; the header says so).
 
 Every test's database is built by the migrations (``server/storage/migrations``), as ``mandate db upgrade`` builds
 one: on SQLite they run once per session into a template file that each test gets a copy of (a byte copy of the
 migrated file, so nothing differs but the time), on PostgreSQL they run in each test's schema. ``empty_database_url``
 is a database with nothing in it, for the tests of migrating and of starting before one.
+
+``make test`` runs the suite in pytest-xdist worker processes (docs/testing.md). A test is worker-safe when:
+
+- the database comes from ``database_url`` (or ``empty_postgres_schema()`` for a second one), never a fixed schema,
+  table or database name; anything cluster-wide on the shared PostgreSQL (a role, a database, an advisory lock key, a
+  ``LISTEN`` channel whose messages it counts) is named with ``worker_id()`` or kept per schema;
+- every port is a free one chosen at run time (``tests.live.bound_socket()``, localstripe's ``--port 0``), never a
+  fixed one such as 8000 or 8420;
+- files go under ``tmp_path`` (or ``tmp_path_factory``), never the repository or the home directory;
+- a session-scoped fixture is per worker (each worker is a process of its own): it must not assume it is the only
+  one on the machine;
+- waits have generous deadlines and await an event (or poll a condition) instead of sleeping for a fixed time:
+  workers share two cores.
 """
 
 from __future__ import annotations
@@ -59,9 +75,33 @@ AGENT_SCOPES: dict[str, tuple[str, ...]] = {
 }
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    if not POSTGRES_URL:
+        return "database: SQLite (a file per test)"
+    return "database: PostgreSQL (a schema per test); tests that use no database ran in the SQLite pass: deselected"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass, deselect the tests that do not use the ``database_url`` fixture (module docstring)."""
+    if not POSTGRES_URL:
+        return
+    uses_database: list[pytest.Item] = []
+    uses_none: list[pytest.Item] = []
+    for item in items:
+        (uses_database if "database_url" in getattr(item, "fixturenames", ()) else uses_none).append(item)
+    if uses_none:
+        config.hook.pytest_deselected(items=uses_none)
+        items[:] = uses_database
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def worker_id() -> str:
+    """This pytest-xdist worker's id (``gw0``, ``gw1``...), ``main`` when the suite runs without workers."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def migrate_sync(url: str) -> None:
@@ -84,8 +124,9 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def empty_postgres_schema() -> Iterator[str]:
-    """A schema of its own on the shared PostgreSQL (``search_path``), dropped afterwards; its URL."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    """A schema of its own on the shared PostgreSQL (``search_path``, named for this worker), dropped afterwards; its
+    URL."""
+    schema = f"t_{worker_id()}_{uuid.uuid4().hex[:12]}"
     plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')

@@ -8,8 +8,9 @@ never skipped: a transaction that took a lower ``seq`` but committed after highe
 the next batch, and becomes a later leaf. Positions are by commit visibility, not by ``seq``.
 
 Exactly one sequencer works at a time. On PostgreSQL each serving replica runs :class:`Sequencer`; it holds a
-session-level advisory lock (``pg_try_advisory_lock``) on a connection of its own while active. When that process
-dies its connection closes, the lock is released, and the next replica to try takes over within one interval. On
+session-level advisory lock (``pg_try_advisory_lock``, keyed by the log's schema) on a connection of its own while
+active. When that process dies its connection closes, the lock is released, and the next replica to try takes over
+within one interval. On
 SQLite the sequencer runs in the serving process; SQLite's single writer serialises it with the calls anyway (and
 two processes on one file would only take turns). Even two sequencers at once could not fork the tree: leaf indices
 are unique and the tree head's size is a primary key, so the second one's batch rolls back.
@@ -43,6 +44,14 @@ ADVISORY_LOCK_KEY = 4242015
 BATCH_LOCK_KEY = 4242016
 """``pg_advisory_xact_lock`` key every integration batch takes: batches never overlap, whoever runs them (the
 active sequencer, ``mandate audit integrate``). Calls never take it."""
+
+_THIS_LOG = "hashtext(coalesce(current_schema(), ''))"
+"""The second half of both locks' keys: the log's schema. Advisory locks are per database, and one database may
+hold several Mandate logs, one per schema (``search_path``); each log has a sequencer of its own (PostgreSQL
+documentation, "Advisory Locks": the two-``int4`` key space never overlaps the ``bigint`` one)."""
+_TRY_LEAD = text(f"SELECT pg_try_advisory_lock(:key, {_THIS_LOG})").bindparams(key=ADVISORY_LOCK_KEY)
+_STEP_DOWN = text(f"SELECT pg_advisory_unlock(:key, {_THIS_LOG})").bindparams(key=ADVISORY_LOCK_KEY)
+_BATCH_LOCK = text(f"SELECT pg_advisory_xact_lock(:key, {_THIS_LOG})").bindparams(key=BATCH_LOCK_KEY)
 
 
 def utcnow() -> datetime:
@@ -112,7 +121,7 @@ async def integrate_batch(
     async def work(session: Any) -> Integrated | None:
         connection: AsyncConnection = await session.connection()
         if connection.dialect.name == "postgresql":
-            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BATCH_LOCK_KEY})
+            await connection.execute(_BATCH_LOCK)
         pending = (await connection.execute(_PENDING.limit(batch_size))).all()
         if not pending:
             return None
@@ -233,7 +242,7 @@ class Sequencer:
     async def _leadership(self) -> AsyncIterator[AsyncConnection | None]:
         """A connection holding the sequencer's advisory lock, or ``None`` when another process holds it."""
         async with self.db.engine.connect() as connection:
-            got = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            got = await connection.execute(_TRY_LEAD)
             leading = bool(got.scalar_one())
             await connection.commit()
             try:
@@ -241,7 +250,7 @@ class Sequencer:
             finally:
                 if leading:
                     with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
-                        await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                        await connection.execute(_STEP_DOWN)
                         await connection.commit()
 
     async def _watch(self, connection: AsyncConnection) -> None:
@@ -271,7 +280,7 @@ async def integrate_now(
     if db.is_sqlite:
         return await integrate_all(db, instance=instance, key=key)
     async with db.engine.connect() as connection:
-        got = await connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        got = await connection.execute(_TRY_LEAD)
         leading = bool(got.scalar_one())
         await connection.commit()
         if not leading:
@@ -279,5 +288,5 @@ async def integrate_now(
         try:
             return await integrate_all(db, instance=instance, key=key)
         finally:
-            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            await connection.execute(_STEP_DOWN)
             await connection.commit()

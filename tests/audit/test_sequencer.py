@@ -15,7 +15,9 @@ from anyio.streams.text import TextReceiveStream
 
 from server.audit.sequencer import Sequencer, sequencing
 from server.storage.database import Database
+from server.storage.schema import create_schema
 from tests.audit.support import append_records, rows
+from tests.conftest import scratch_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -86,3 +88,24 @@ async def test_the_in_process_sequencer_integrates_within_its_interval(db: Datab
         await _all_integrated(db, 3)
         assert sequencer.active
         assert sequencer.batches >= 1
+
+
+async def test_postgres_logs_in_two_schemas_of_one_database_each_have_an_active_sequencer(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("a SQLite file holds one log")
+    with scratch_schema() as other_url:
+        other = Database(other_url)
+        try:
+            await create_schema(other)
+            first = Sequencer(db, instance="first", key=None, interval=0.2)
+            second = Sequencer(other, instance="second", key=None, interval=0.2)
+            async with sequencing(first), sequencing(second):
+                with anyio.fail_after(60):
+                    await first.activated.wait()
+                    await second.activated.wait()
+                await append_records(db, 2)
+                await append_records(other, 3)
+                await _all_integrated(db, 2)
+                await _all_integrated(other, 3)
+        finally:
+            await other.dispose()
