@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import in_greenlet
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage.prepared import flush_deferred
@@ -85,6 +86,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+            self.engine.sync_engine.dialect.do_terminate = _terminate_sqlite  # type: ignore[method-assign]
         # SQLite has one writer at a time. Without a queue of our own, concurrent ``BEGIN IMMEDIATE`` meet
         # SQLITE_BUSY and SQLite's busy handler sleeps (1, 2, 5, 10 ... 100 ms) before trying again, so a burst of
         # calls waits on timers, not on each other. One lock per process queues them in arrival order instead; the
@@ -133,6 +135,20 @@ class Database:
             result = await work(session)
             await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
             return result
+
+
+def _terminate_sqlite(dbapi_connection: Any) -> None:
+    """Close an invalidated aiosqlite connection (a query cancelled mid-flight) plainly.
+
+    SQLAlchemy's terminate closes it gracefully in a shielded task and, when cancelled, force-stops aiosqlite's worker
+    thread; that close then waits forever for the stopped thread (aiosqlite 0.22), and the event loop's shutdown
+    waits forever for the close (tests/test_database_transactions.py). A plain close finishes. Outside the event
+    loop (garbage collection) the forced stop is all there is.
+    """
+    if in_greenlet():
+        dbapi_connection.close()
+    else:
+        dbapi_connection.terminate()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
