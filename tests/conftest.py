@@ -2,11 +2,11 @@
 development issuer signing real tokens, and in-process MCP clients through the SDK's in-memory transport.
 
 The suite runs against PostgreSQL by setting ``MANDATE_TEST_DATABASE_URL=postgresql://127.0.0.1:5432/test``: each
-test then gets a schema of its own (``search_path``), dropped afterwards. That pass runs only the tests that use one
-of ``DATABASE_FIXTURES`` (directly or through ``settings``, ``db``, ``harness``, ``live``...) or are marked
-``@pytest.mark.postgres`` (for a test that reaches ``POSTGRES_URL`` some other way): the others use no database, or
-a SQLite file or a cluster of their own, and behave the same in both passes, so they run once, in the SQLite pass
-(``pytest_collection_modifyitems`` below; the header says so).
+test then gets a schema of its own (``search_path``), dropped afterwards. That pass runs only the tests that use a
+``*database_url`` fixture (``DATABASE_FIXTURES``), directly or through ``settings``, ``db``, ``harness``, ``live``...,
+or are marked ``@pytest.mark.postgres`` (for a test that reaches ``POSTGRES_URL`` some other way): the others use no
+database, or a SQLite file or a cluster of their own, and behave the same in both passes, so they run once, in the
+SQLite pass (``pytest_collection_modifyitems`` below; the header says so).
 
 Every test's database is built by the migrations (``server/storage/migrations``), as ``mandate db upgrade`` builds
 one: on SQLite they run once per session into a template file that each test gets a copy of (a byte copy of the
@@ -82,15 +82,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "database: PostgreSQL (a schema per test); tests that use no database ran in the SQLite pass: deselected"
 
 
-DATABASE_FIXTURES = frozenset({"database_url"})
-"""The fixtures that hand a test its database: a test using one of them (directly or through another fixture) runs
-in both passes. A new fixture that gives out a test database without going through these belongs here."""
+DATABASE_FIXTURES = "database_url"
+"""How the fixtures that hand a test its database are named (``database_url``, ``empty_database_url``...): a test
+using one of them, directly or through another fixture, runs in both passes. A new fixture that gives out a test
+database without going through ``database_url`` is named so too."""
 
 
 def _uses_the_test_database(item: pytest.Item) -> bool:
     if item.get_closest_marker("postgres") is not None:
         return True
-    return not DATABASE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+    return any(name.endswith(DATABASE_FIXTURES) for name in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
