@@ -82,7 +82,7 @@ async def test_a_query_cancelled_mid_flight_leaves_no_close_that_never_finishes(
             await connection.execute(text("SELECT in_flight()"))
 
     def closing() -> list[asyncio.Task[Any]]:
-        return [task for task in asyncio.all_tasks() if "_terminate_graceful_close" in repr(task) and not task.done()]
+        return [task for task in asyncio.all_tasks() if "aiosqlite" in repr(task) and not task.done()]
 
     try:
         async with anyio.create_task_group() as group:

@@ -9,6 +9,7 @@ that the server aborts for a serialization failure or deadlock (SQLSTATE 40001 /
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util.concurrency import in_greenlet
+from sqlalchemy.util.concurrency import await_, in_greenlet
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage.prepared import flush_deferred
@@ -137,18 +138,26 @@ class Database:
             return result
 
 
-def _terminate_sqlite(dbapi_connection: Any) -> None:
-    """Close an invalidated aiosqlite connection (a query cancelled mid-flight) plainly.
+_CLOSING: set[asyncio.Future[None]] = set()
+"""Closes of invalidated SQLite connections still running (the event loop holds tasks only weakly)."""
 
-    SQLAlchemy's terminate closes it gracefully in a shielded task and, when cancelled, force-stops aiosqlite's worker
-    thread; that close then waits forever for the stopped thread (aiosqlite 0.22), and the event loop's shutdown
-    waits forever for the close (tests/test_database_transactions.py). A plain close finishes. Outside the event
-    loop (garbage collection) the forced stop is all there is.
+
+def _terminate_sqlite(dbapi_connection: Any) -> None:
+    """Close an invalidated aiosqlite connection (a query cancelled mid-flight) and let the close finish.
+
+    SQLAlchemy's terminate closes it in a shielded task and, when cancelled meanwhile, force-stops aiosqlite's worker
+    thread; the close then waits forever for the stopped thread (aiosqlite 0.22), and the event loop's shutdown
+    waits forever for the close. Here the shielded close runs to its end on the live thread even when the caller is
+    cancelled, and the shutdown's wait for it ends (tests/test_database_transactions.py). Outside the event loop
+    (garbage collection) the forced stop is all there is.
     """
-    if in_greenlet():
-        dbapi_connection.close()
-    else:
+    if not in_greenlet():
         dbapi_connection.terminate()
+        return
+    closing = asyncio.ensure_future(dbapi_connection.driver_connection.close())
+    _CLOSING.add(closing)
+    closing.add_done_callback(_CLOSING.discard)
+    await_(asyncio.shield(closing))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
