@@ -6,10 +6,10 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
-# The suite runs in pytest-xdist worker processes (docs/testing.md): most of it waits on subprocesses, HTTP and
-# databases rather than on a core, so more workers than cores pays off. TEST_WORKERS=0 runs it in this one process,
-# in order, for debugging (pdb, -s, a test's output as it happens): `make unit TEST_WORKERS=0`.
-TEST_WORKERS ?= 4
+# The suite runs in pytest-xdist worker processes (docs/testing.md), one per core of a 2-core machine: more
+# oversubscribe a loaded machine until subprocess tests miss their deadlines. TEST_WORKERS=0 runs it in this one
+# process, in order, for debugging (pdb, -s, a test's output as it happens): `make unit TEST_WORKERS=0`.
+TEST_WORKERS ?= 2
 PARALLEL := -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: run run-stripe setup test lint typecheck unit test-postgres test-interop test-browser screenshots policy-test bench docs clean
