@@ -17,7 +17,7 @@ from server.audit.sequencer import Sequencer, sequencing
 from server.storage.database import Database
 from server.storage.schema import create_schema
 from tests.audit.support import append_records, rows
-from tests.conftest import scratch_schema
+from tests.conftest import empty_postgres_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ async def test_the_in_process_sequencer_integrates_within_its_interval(db: Datab
 async def test_postgres_logs_in_two_schemas_of_one_database_each_have_an_active_sequencer(db: Database) -> None:
     if db.is_sqlite:
         pytest.skip("a SQLite file holds one log")
-    with scratch_schema() as other_url:
+    with empty_postgres_schema() as other_url:
         other = Database(other_url)
         try:
             await create_schema(other)
