@@ -16,6 +16,8 @@ from bench.policy import configure_policy
 from server.app import Mandate, open_mandate
 from server.auth.dev_issuer import DevIssuer
 from server.config import Settings
+from server.storage.database import Database
+from server.storage.migrate import upgrade
 
 BENCH_SCOPES = Path(__file__).with_name("scopes.toml")
 
@@ -55,8 +57,18 @@ def mint_token(settings: Settings, *, ttl: timedelta = timedelta(hours=2)) -> st
 
 
 async def open_bench_mandate(settings: Settings) -> Mandate:
-    """The running parts, with the JWKS read from the development issuer's file (fetched once, then cached)."""
+    """The running parts, with the JWKS read from the development issuer's file (fetched once, then cached).
+
+    On PostgreSQL the bench's fresh schema is migrated first, as an operator runs ``mandate db upgrade`` as the
+    owner before starting the server (docs/database.md); SQLite migrates its file at start by itself.
+    """
     DevIssuer.load_or_create(settings.data_dir, settings.dev_issuer_url).write_jwks_file()
+    database = Database(settings.effective_database_url)
+    try:
+        if not database.is_sqlite:
+            await upgrade(database)
+    finally:
+        await database.dispose()
     return await open_mandate(settings, local_dev_jwks=True)
 
 
