@@ -3,7 +3,12 @@
 A package (the default ``tools``) is searched module by module, so a developer adds a tool by adding a module; a
 single module (``examples.custom_tool``) or a file (``examples/custom_tool.py``)
 can be named too. Each tool is turned once into its MCP ``Tool`` definition
-(MCP specification 2025-11-25, "Tools", ``tools/list``); what a caller sees is a filter over these.
+(MCP specification 2025-11-25, "Tools", ``tools/list``), and once into its wire form (the definition as the SDK
+dumps it); what a caller sees is a filter over these, kept per set of granted scopes.
+
+Both forms are built when the catalog is, at start-up, so ``gc.freeze`` (``server.cli.serve``) takes them out of
+the collector's sight: a listing of 1,000 tools hands the SDK references to about 100,000 JSON nodes that no
+collection walks again.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,10 +160,17 @@ def _mcp_tool(spec: ToolSpec) -> types.Tool:
     )
 
 
+def wire_form(definition: types.Tool) -> dict[str, Any]:
+    """A definition as the SDK itself dumps a handler's tools/list result (``mcp.server.runner._dump_result``)."""
+    return definition.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
     spec: ToolSpec
     definition: types.Tool
+    wire: dict[str, Any]
+    """``definition`` dumped once; shared by every listing, so never to be changed in place."""
 
 
 class ToolCatalog:
@@ -174,8 +187,11 @@ class ToolCatalog:
                     f"tool {spec.name!r} requires scope(s) {', '.join(unknown)} missing from the scope catalog",
                     unknown,
                 )
-            entries[spec.name] = CatalogEntry(spec, _mcp_tool(spec))
+            definition = _mcp_tool(spec)
+            entries[spec.name] = CatalogEntry(spec, definition, wire_form(definition))
         self._entries = dict(sorted(entries.items()))
+        self._wire = {id(entry.definition): entry.wire for entry in self._entries.values()}
+        self._visible: OrderedDict[frozenset[str], tuple[types.Tool, ...]] = OrderedDict()
         self.scopes = scopes
 
     @classmethod
@@ -194,8 +210,33 @@ class ToolCatalog:
     def get(self, name: str) -> CatalogEntry | None:
         return self._entries.get(name)
 
+    VISIBLE_SETS = 64
+    """How many distinct sets of granted scopes keep their filtered list (least recently listed goes first)."""
+
     def visible_to(self, granted: frozenset[str]) -> list[types.Tool]:
-        return [entry.definition for entry in self._entries.values() if entry.spec.requires.is_met_by(granted)]
+        """The definitions a caller holding ``granted`` may see, in catalog order: a new list each time.
+
+        The filter depends on the scopes alone, so its result is kept per distinct set of scopes (a replica's
+        callers hold few distinct sets); the scopes themselves are the key, so two callers share an entry only
+        when they hold exactly the same scopes.
+        """
+        visible = self._visible.get(granted)
+        if visible is None:
+            visible = tuple(
+                entry.definition for entry in self._entries.values() if entry.spec.requires.is_met_by(granted)
+            )
+            self._visible[frozenset(granted)] = visible
+            if len(self._visible) > self.VISIBLE_SETS:
+                self._visible.popitem(last=False)
+        else:
+            self._visible.move_to_end(granted)
+        return list(visible)
+
+    def wire_forms(self, tools: Iterable[types.Tool]) -> list[dict[str, Any]]:
+        """Each definition's wire form: the one built with the catalog for its own definitions, a fresh dump for any
+        other (a definition is matched by identity, never by name, so a changed copy is never answered stale)."""
+        wire = self._wire
+        return [wire.get(id(tool)) or wire_form(tool) for tool in tools]
 
     def tools_needing(self, scope: str) -> list[str]:
         return [entry.spec.name for entry in self._entries.values() if scope in entry.spec.requires.scopes]

@@ -9,7 +9,6 @@ low-level handlers are the stable seam (MCP specification 2025-11-25 and 2026-07
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any, Protocol, cast
 
 import mcp_types as types
@@ -23,6 +22,7 @@ from server.auth.principal import Principal
 from server.callpath.answers import Refusal
 from server.callpath.enforcer import Enforcer
 from server.callpath.record import CallInfo, refusal_result
+from server.catalog import ToolCatalog
 from server.display import escape_text
 from server.observability.tracing import continued_from_meta
 from server.request_context import current_origin, current_principal
@@ -83,33 +83,17 @@ _EMPTY_LISTING = types.ListToolsResult(tools=[]).model_dump(by_alias=True, mode=
 """What the model itself would dump besides the tools (the result type and the cache fields' defaults)."""
 
 
-class ListingMemo:
-    """The wire form of each tool list recently answered, so a listing does not re-dump every tool definition.
+def listing_result(catalog: ToolCatalog, tools: list[types.Tool]) -> dict[str, Any]:
+    """A tools/list result in its wire form, from the definitions' forms dumped once with the catalog.
 
     A tools/list result goes through several full passes over every definition in the SDK (the handler's model is
     dumped, validated against the protocol version's schema and dumped again, then wrapped and encoded); with
-    1,000 tools that is megabytes each time. The definitions never change while the server runs, so the first pass is
-    done once per distinct list (a caller's scopes decide which tools it sees) and the handler returns the dumped
-    mapping, which the SDK accepts as a result as it is. The key is the identity of the definitions themselves, so a
-    list the enforcer builds differently is a different entry, never a stale one.
+    1,000 tools that is megabytes each time. The handler returns the mapping the first pass would have made, which
+    the SDK accepts as a result as it is (``mcp.server.runner._dump_result``): the same bytes on the wire, one pass
+    fewer. The forms were built at start-up and frozen with the start-up heap, so no garbage collection walks
+    them (a memo filled by the first listing would be walked by every full collection after it).
     """
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[int, ...], tuple[tuple[types.Tool, ...], list[dict[str, Any]]]] = OrderedDict()
-
-    def result(self, tools: list[types.Tool]) -> dict[str, Any]:
-        key = tuple(map(id, tools))
-        entry = self._entries.get(key)
-        if entry is None:
-            dumped = [tool.model_dump(by_alias=True, mode="json", exclude_none=True) for tool in tools]
-            entry = (tuple(tools), dumped)  # holding the definitions keeps their ids from being reused
-            self._entries[key] = entry
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        else:
-            self._entries.move_to_end(key)
-        return {**_EMPTY_LISTING, "tools": list(entry[1])}
+    return {**_EMPTY_LISTING, "tools": catalog.wire_forms(tools)}
 
 
 class MandateServer(Server[Any]):
@@ -131,7 +115,7 @@ def build_mcp_server(
 ) -> Server[Any]:
     """``console_url``: offer clients that can take it a URL elicitation to the approval's console page
     (:mod:`server.console.elicitation`)."""
-    listings = ListingMemo()
+    catalog = enforcer.catalog
 
     async def on_list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -145,10 +129,8 @@ def build_mcp_server(
         tools = await enforcer.list_tools(principal, _call_info(ctx))
         if enforcer.guards is not None:  # told with tools/list_changed when its suspension state changes
             await enforcer.guards.suspensions.watch_now(_connection(ctx), principal)
-        listing = listings.result(tools)
-        # The SDK takes a mapping as the result (``mcp.server.runner._dump_result``) and validates it against the
-        # protocol version's ListToolsResult like any other: the same bytes on the wire, one pass fewer.
-        return cast(types.ListToolsResult, listing)
+        # The SDK validates the mapping against the protocol version's ListToolsResult like any other result.
+        return cast(types.ListToolsResult, listing_result(catalog, tools))
 
     async def on_call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -189,8 +171,6 @@ def build_mcp_server(
             if offered is not None:
                 return offered
         return result
-
-    catalog = enforcer.catalog
 
     def tool_input_schema(name: str) -> dict[str, Any] | None:
         # The SDK's 2026-07-28 entry checks a tools/call's Mcp-Param-* headers against the tool's input schema
