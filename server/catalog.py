@@ -120,6 +120,40 @@ def _without_annotations(schema: Any) -> Any:
     return compact
 
 
+def _compact(schema: Any) -> Any:
+    """The same schema in fewer JSON nodes: ``anyOf`` of a single type and ``null`` as a ``type`` list (JSON Schema
+    2020-12 section 6.1.1), and ``additionalProperties: true``, the default (section 10.3.2.3), left out.
+
+    Both rewrites accept exactly the values the original accepts. Keys of subschema maps are names, left as they are.
+    """
+    if isinstance(schema, list):
+        return [_compact(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    compact: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _VALUES:
+            compact[key] = value
+        elif key == "additionalProperties" and value is True:
+            continue
+        elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+            compact[key] = {name: _compact(sub) for name, sub in value.items()}
+        else:
+            compact[key] = _compact(value)
+    branches = compact.get("anyOf")
+    if (
+        "type" not in compact
+        and isinstance(branches, list)
+        and len(branches) == 2
+        and all(isinstance(branch, dict) and branch.keys() == {"type"} for branch in branches)
+    ):
+        types_ = [branch["type"] for branch in branches]
+        if "null" in types_ and all(isinstance(t, str) for t in types_) and types_[0] != types_[1]:
+            del compact["anyOf"]
+            compact["type"] = types_
+    return compact
+
+
 _SHARED_SHAPES = frozenset({Refusal.__name__, PendingApproval.__name__})
 
 
@@ -130,14 +164,16 @@ def _output_schema(spec: ToolSpec) -> dict[str, Any]:
     Inspector validate them against the schema too, so the schema names every shape the tool can answer with.
     The refusal and pending-approval shapes are the same in every tool, so they go without their titles and
     descriptions (the result and the tool's description say what they mean): with them, they were most of the bytes
-    of a large tools/list. What the schema accepts does not change.
+    of a large tools/list. Their optional fields are written as ``type`` lists rather than ``anyOf`` branches
+    (:func:`_compact`): every JSON node of a definition is copied several times over by each listing. What the
+    schema accepts does not change.
     """
     either: Any = spec.result_model | Refusal if spec.read_only else spec.result_model | PendingApproval | Refusal
     schema = TypeAdapter[Any](either).json_schema()
     defs = schema.get("$defs", {})
     for name in _SHARED_SHAPES & defs.keys():
         if name != spec.result_model.__name__:
-            defs[name] = _without_annotations(defs[name])
+            defs[name] = _compact(_without_annotations(defs[name]))
     schema["type"] = "object"
     return schema
 

@@ -68,3 +68,36 @@ def test_the_filter_is_kept_for_a_bounded_number_of_scope_sets() -> None:
     assert catalog.visible_to(SUPPORT) == [
         entry.definition for entry in catalog if entry.spec.requires.is_met_by(SUPPORT)
     ]
+
+
+REFUSALS: list[Any] = [
+    {"status": "denied", "code": "cap_exceeded", "message": "m"},
+    {"status": "denied", "code": "c", "message": "m", "rule": None, "policy_version": "7", "audit_id": None},
+    {"status": "failed", "code": "c", "message": "m", "rule": "r", "would_allow": ["x"], "details": {"a": [1]}},
+    {"status": "pending_approval", "approval_id": "a", "message": "m", "expires_at": "t", "check_with": "c"},
+    {"status": "pending_approval", "approval_id": "a", "message": "m", "expires_at": "t", "check_with": "c", "rule": 3},
+    {"status": "denied", "code": "c", "message": "m", "rule": 12},
+    {"status": "denied", "code": "c", "message": "m", "audit_id": ["a"]},
+    {"status": "denied", "code": "c", "message": "m", "details": "not an object"},
+    {"status": "denied", "code": "c"},
+    {"status": "nope", "code": "c", "message": "m"},
+    "text",
+]
+
+
+def test_the_compact_refusal_and_pending_shapes_accept_exactly_what_pydantic_s_schema_accepts() -> None:
+    from jsonschema import Draft202012Validator
+    from pydantic import TypeAdapter
+
+    from server.callpath.answers import PendingApproval, Refusal
+
+    for model in (Refusal, PendingApproval):
+        original = Draft202012Validator(TypeAdapter(model).json_schema())
+        for entry in _catalog():
+            schema = entry.definition.output_schema
+            assert schema is not None
+            if model.__name__ not in schema["$defs"]:
+                continue
+            compact = Draft202012Validator({**schema["$defs"][model.__name__], "$defs": schema["$defs"]})
+            for instance in REFUSALS:
+                assert compact.is_valid(instance) == original.is_valid(instance), (entry.spec.name, instance)
