@@ -9,7 +9,6 @@ that the server aborts for a serialization failure or deadlock (SQLSTATE 40001 /
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,13 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util.concurrency import await_, in_greenlet
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from server.storage import sqlite
 from server.storage.prepared import flush_deferred
 
 logger = logging.getLogger(__name__)
@@ -85,14 +83,15 @@ class Database:
             kwargs["max_overflow"] = pool_size
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
-        if self.is_sqlite:
-            _configure_sqlite(self.engine)
-            self.engine.sync_engine.dialect.do_terminate = _terminate_sqlite  # type: ignore[method-assign]
         # SQLite has one writer at a time. Without a queue of our own, concurrent ``BEGIN IMMEDIATE`` meet
         # SQLITE_BUSY and SQLite's busy handler sleeps (1, 2, 5, 10 ... 100 ms) before trying again, so a burst of
         # calls waits on timers, not on each other. One lock per process queues them in arrival order instead; the
         # busy handler still arbitrates between processes that share the file.
-        self._write_lock: anyio.Lock | None = anyio.Lock(fast_acquire=True) if self.is_sqlite else None
+        self._write_lock: anyio.Lock | None = None
+        self._checkpoints: sqlite.Checkpoints | None = None
+        if self.is_sqlite:
+            self._write_lock = anyio.Lock(fast_acquire=True)
+            self._checkpoints = sqlite.configure(self.engine, self._write_lock)
 
     @property
     def safe_url(self) -> str:
@@ -100,6 +99,8 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
     async def dispose(self) -> None:
+        if self._checkpoints is not None:
+            await self._checkpoints.finish()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -132,52 +133,21 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-            result = await work(session)
-            await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
-            return result
-
-
-_CLOSING: set[asyncio.Future[None]] = set()
-"""Closes of invalidated SQLite connections still running (the event loop holds tasks only weakly)."""
-
-
-def _terminate_sqlite(dbapi_connection: Any) -> None:
-    """Close an invalidated aiosqlite connection (a query cancelled mid-flight) and let the close finish.
-
-    SQLAlchemy's terminate closes it in a shielded task and, when cancelled meanwhile, force-stops aiosqlite's worker
-    thread; the close then waits forever for the stopped thread (aiosqlite 0.22), and the event loop's shutdown
-    waits forever for the close. Here the shielded close runs to its end on the live thread even when the caller is
-    cancelled, and the shutdown's wait for it ends (tests/test_database_transactions.py). Outside the event loop
-    (garbage collection) the forced stop is all there is.
-    """
-    if not in_greenlet():
-        dbapi_connection.terminate()
-        return
-    closing = asyncio.ensure_future(dbapi_connection.driver_connection.close())
-    _CLOSING.add(closing)
-    closing.add_done_callback(_CLOSING.discard)
-    await_(asyncio.shield(closing))
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE for every transaction.
-
-    pysqlite's own transaction handling is turned off (``isolation_level = None``) so that SQLAlchemy's ``begin``
-    event can emit ``BEGIN IMMEDIATE`` itself (SQLAlchemy documentation, "Serializable isolation / Savepoints /
-    Transactional DDL" for the SQLite dialects).
-    """
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if self._write_lock is None:
+            async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+                result = await work(session)
+                await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
+                return result
+        # SQLite: the session is closed in this task. ``async with AsyncSession`` closes it in a task of its own
+        # (shielded from cancellation), which hands the event loop to other work while this process's writer queue
+        # is still held; after a commit the close has nothing to undo and never waits (server.storage.sqlite).
+        session = AsyncSession(self.engine, expire_on_commit=False)
+        try:
+            async with session.begin():
+                result = await work(session)
+                await flush_deferred(session)
+        except BaseException:
+            async with session:  # closed as the context manager closes it, whatever interrupts
+                raise
+        await session.close()
+        return result

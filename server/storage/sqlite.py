@@ -1,0 +1,213 @@
+"""SQLite connections as Mandate opens them: WAL, foreign keys, ``BEGIN IMMEDIATE``, and a transaction's edges run
+on the event loop's thread.
+
+SQLAlchemy's aiosqlite dialect sends every statement, ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` to aiosqlite's worker
+thread and waits for the answer on the event loop. Each such hop costs more than SQLite's own work on a small
+transaction, and each is a point where the event loop runs other requests while the transaction still holds
+SQLite's write lock, so under concurrency the lock is held for much longer than the transaction's own work
+(docs/performance.md). Here, on a connection in WAL mode (SQLite documentation, "Write-Ahead Logging"):
+
+- ``BEGIN IMMEDIATE`` is tried on the loop's thread with the busy timeout set to zero. When the write lock is free
+  (always, when the other writers are this process's, which queue in :class:`server.storage.database.Database`),
+  it is taken at once. When another connection holds it (another process, a read session), SQLite answers
+  ``SQLITE_BUSY`` at once instead of sleeping in its busy handler on the loop, and the ``BEGIN IMMEDIATE`` is sent
+  to aiosqlite's thread, where the busy handler waits as before. The loop never waits on a lock.
+- ``COMMIT`` and ``ROLLBACK`` run on the loop's thread. In WAL mode neither waits for another connection: the
+  transaction already holds the write lock and a commit appends to the WAL. Outside a transaction (a pool's reset
+  on return) they do nothing, as ``sqlite3`` itself would, without the hop.
+- SQLite's automatic checkpoint, which would run inside a ``COMMIT`` and sync the database file on the loop, is
+  turned off; :class:`Checkpoints` runs it on aiosqlite's thread instead.
+
+A connection that is not in WAL mode (a file system without shared memory) keeps every statement on aiosqlite's
+thread. The inline calls are safe because aiosqlite's thread is idle whenever the loop's code runs between two
+awaited statements of the same connection, and the connection is opened with ``check_same_thread=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import weakref
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util.concurrency import await_, in_greenlet
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+"""How long a statement on aiosqlite's thread waits for another connection's write lock."""
+
+_IN_WAL: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The aiosqlite connections whose database is in WAL mode (``journal_mode`` as the connection found it)."""
+
+_CLOSING: set[asyncio.Future[None]] = set()
+"""Closes of invalidated SQLite connections still running (the event loop holds tasks only weakly)."""
+
+
+def configure(engine: AsyncEngine, writers: anyio.Lock) -> Checkpoints:
+    """WAL, foreign keys, the busy timeout, ``BEGIN IMMEDIATE`` for every transaction, and the inline edges.
+
+    pysqlite's own transaction handling is turned off (``isolation_level = None``) so that SQLAlchemy's ``begin``
+    event can emit ``BEGIN IMMEDIATE`` itself (SQLAlchemy documentation, "Serializable isolation / Savepoints /
+    Transactional DDL" for the SQLite dialects).
+    """
+    dialect = engine.sync_engine.dialect
+    checkpoints = Checkpoints(engine, writers)
+    dialect.do_terminate = _terminate  # type: ignore[method-assign]
+    dialect.do_commit = checkpoints.commit  # type: ignore[method-assign]
+    dialect.do_rollback = _rollback  # type: ignore[method-assign]
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        mode = cursor.fetchone()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+        if mode is not None and str(mode[0]).lower() == "wal":
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on aiosqlite's thread (Checkpoints)
+            cursor.close()
+            _IN_WAL.add(dbapi_connection._connection)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        driver = connection.connection.dbapi_connection
+        if driver is not None and _begin_inline(driver):
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # on aiosqlite's thread, waiting in the busy handler
+
+    return checkpoints
+
+
+def _sqlite3_in_wal(dbapi_connection: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under SQLAlchemy's adapter, when its database is in WAL mode."""
+    connection = getattr(dbapi_connection, "_connection", None)
+    if connection is None or connection not in _IN_WAL:
+        return None
+    raw: sqlite3.Connection | None = getattr(connection, "_conn", None)
+    return raw
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return "database is locked" in str(exc)  # pragma: no cover - an sqlite3 without error codes
+
+
+def _begin_inline(dbapi_connection: Any) -> bool:
+    """Take the write lock on the loop's thread if it is free at once; ``False`` when another connection holds it."""
+    raw = _sqlite3_in_wal(dbapi_connection)
+    if raw is None:
+        return False
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            return False
+        raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return True
+
+
+class Checkpoints:
+    """Inline commits, and the WAL's checkpoints on aiosqlite's thread instead of in the committing statement.
+
+    SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses its threshold (1,000 pages), and a
+    checkpoint writes pages back into the database file and syncs it: tens of milliseconds that would stop the event
+    loop. The automatic checkpoint is turned off on Mandate's connections; every :data:`EVERY` commits, a
+    ``PASSIVE`` checkpoint (which never waits for a reader or a writer) runs on a pooled connection's own thread,
+    one at a time, holding the process's writer queue as the automatic one held the write lock: a checkpoint that
+    races with writers never catches up with the end of the WAL, and SQLite starts the WAL over from its beginning
+    only after a checkpoint has caught up, so the file would grow without end. Calls queue for the checkpoint's
+    duration, as they queued behind the commit that ran it, but the event loop serves meanwhile. A process that
+    commits less (a command line's few transactions) leaves its frames for the next checkpoint, or for SQLite's own
+    when the last connection closes.
+    """
+
+    EVERY = 200
+    """Commits between two checkpoints: the WAL stays at a few thousand pages at most between them."""
+
+    def __init__(self, engine: AsyncEngine, writers: anyio.Lock) -> None:
+        self._engine = engine
+        self._writers = writers
+        self._commits = 0
+        self._running: asyncio.Task[None] | None = None
+        self.done = 0
+        """Checkpoints completed (for tests and the bench)."""
+
+    def commit(self, dbapi_connection: Any) -> None:
+        raw = _sqlite3_in_wal(dbapi_connection)
+        if raw is None:
+            dbapi_connection.commit()
+            return
+        if not raw.in_transaction:
+            return
+        raw.execute("COMMIT")
+        self._commits += 1
+        if self._commits >= self.EVERY and self._running is None:
+            self._start()
+
+    async def finish(self) -> None:
+        """Wait for the checkpoint in progress, if any (before the engine is disposed)."""
+        running = self._running
+        if running is not None:
+            await asyncio.wait({running})
+
+    def _start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop in this thread (a synchronous use): SQLite's own checkpoint on close
+            return
+        self._commits = 0
+        self._running = loop.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            async with self._writers, self._engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                cursor = await raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                await cursor.close()
+            self.done += 1
+        except Exception:  # the next one retries; SQLite's frames are safe in the WAL meanwhile
+            logger.warning("a WAL checkpoint failed; the next one will retry", exc_info=True)
+        finally:
+            self._running = None
+
+
+def _rollback(dbapi_connection: Any) -> None:
+    raw = _sqlite3_in_wal(dbapi_connection)
+    if raw is None:
+        dbapi_connection.rollback()
+    elif raw.in_transaction:
+        raw.execute("ROLLBACK")
+
+
+def _terminate(dbapi_connection: Any) -> None:
+    """Close an invalidated aiosqlite connection (a query cancelled mid-flight) and let the close finish.
+
+    SQLAlchemy's terminate closes it in a shielded task and, when cancelled meanwhile, force-stops aiosqlite's worker
+    thread; the close then waits forever for the stopped thread (aiosqlite 0.22), and the event loop's shutdown
+    waits forever for the close. Here the shielded close runs to its end on the live thread even when the caller is
+    cancelled, and the shutdown's wait for it ends (tests/test_database_transactions.py). Outside the event loop
+    (garbage collection) the forced stop is all there is.
+    """
+    _IN_WAL.discard(getattr(dbapi_connection, "_connection", None))
+    if not in_greenlet():
+        dbapi_connection.terminate()
+        return
+    closing = asyncio.ensure_future(dbapi_connection.driver_connection.close())
+    _CLOSING.add(closing)
+    closing.add_done_callback(_CLOSING.discard)
+    await_(asyncio.shield(closing))
