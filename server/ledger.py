@@ -53,7 +53,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.money import Money
 from scopes.policy.limits import COUNT
 from scopes.policy.results import LedgerKey, Spend
-from server.storage.prepared import Prepared, defer, defer_many, run
+from server.storage.prepared import Prepared, defer, defer_many, run, run_all
 from server.storage.types import UTCDateTime
 
 
@@ -201,18 +201,45 @@ async def totals(
     """The current total of each needed budget, keyed by budget id; with ``lock``, held until the transaction ends.
 
     Without ``lock`` (``mandate explain``) nothing is written or locked and a missing total reads as zero.
+
+    Every total is read in one round trip on PostgreSQL (:func:`server.storage.prepared.run_all`): each budget's
+    row locked in the global order, and a rolling window's sum right after its anchor's lock, in a statement of its
+    own, so that it sees every spend committed while the lock was awaited. A budget met for the first time in its
+    window has no row to lock yet: it is created, and everything is read again one statement at a time.
     """
-    usage: dict[str, int | Money] = {}
+    ordered = sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window))
     query = _SPENT_NOW_LOCKED if lock else _SPENT_NOW
-    for key in sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window)):
+    statements: list[tuple[Prepared, dict[str, Any]]] = []
+    for key in ordered:
+        statements.append((query, _bucket(key)))
+        if key.since is not None:
+            statements.append((_WINDOW_TOTAL_NOW, window_params(key, key.since)))
+    results = iter(await run_all(session, statements))
+    usage: dict[str, int | Money] = {}
+    for key in ordered:
+        found = next(results).first()
+        window = next(results).scalar() if key.since is not None else None
+        if found is None and lock:
+            return await _totals_creating(session, ordered, at=at)
+        spent = int(window) if window is not None else int(found[0]) if found is not None else 0
+        usage[key.budget] = _as_usage(spent, key.unit)
+    return usage
+
+
+async def _totals_creating(
+    session: AsyncSession, ordered: Sequence[LedgerKey], *, at: datetime
+) -> dict[str, int | Money]:
+    """:func:`totals` with ``lock`` when a budget's row is missing: create it, lock it, then read its window."""
+    usage: dict[str, int | Money] = {}
+    for key in ordered:
         params = _bucket(key)
-        found = (await run(session, query, params)).first()
-        if found is None and lock:  # the first spend of this holder in this window: create the row, then lock it
+        found = (await run(session, _SPENT_NOW_LOCKED, params)).first()
+        if found is None:  # the first spend of this holder in this window: create the row, then lock it
             await _ensure_bucket(session, key, at)
-            found = (await run(session, query, params)).first()
+            found = (await run(session, _SPENT_NOW_LOCKED, params)).first()
             if found is None:
                 raise LedgerConflict(f"budget {key.budget}: its total could not be created")
-        spent = int(found[0]) if found is not None else 0
+        spent = int(found[0])
         if key.since is not None:
             spent = int((await run(session, _WINDOW_TOTAL_NOW, window_params(key, key.since))).scalar())
         usage[key.budget] = _as_usage(spent, key.unit)

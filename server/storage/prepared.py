@@ -196,6 +196,46 @@ async def run(session: AsyncSession, prepared: Prepared, params: Mapping[str, An
     return Result(_processed(form, fetched), async_cursor.rowcount)
 
 
+async def run_all(
+    session: AsyncSession, statements: Sequence[tuple[Prepared, Mapping[str, Any] | None]]
+) -> list[Result]:
+    """Execute ``statements`` in order, in the session's transaction, and return each one's result.
+
+    On PostgreSQL they go to the server together, in one round trip (psycopg's pipeline mode), after the writes
+    :func:`defer` queued; the server still runs them one after the other, and at READ COMMITTED each takes its own
+    snapshot when it starts, so a statement sees everything committed before the one ahead of it finished (a
+    ``SELECT`` after a ``SELECT ... FOR UPDATE`` sees what was committed while the lock was awaited). If one fails,
+    the ones after it do not run and the error is raised. On SQLite they run one by one.
+    """
+    if not statements:
+        return []
+    if _has_pending(session):
+        await session.flush()
+    driver = await _driver(session)
+    if _queued(session, driver):
+        await flush_deferred(session)
+    if driver.sqlite:
+        return [await run(session, prepared, params) for prepared, params in statements]
+    forms: list[tuple[_Form, Any]] = []
+    for prepared, params in statements:
+        given = params or {}
+        form = prepared.form(driver.dialect, _insert_keys(prepared, given))
+        forms.append((form, _values(form, given)))
+    connection = driver.connection
+    cursors = []
+    async with connection.pipeline():
+        for form, values in forms:
+            cursor = connection.cursor()
+            await cursor.execute(form.sql, values)
+            cursors.append(cursor)
+    results = []
+    for (form, _), cursor in zip(forms, cursors, strict=True):
+        fetched = await cursor.fetchall() if cursor.description else []
+        results.append(Result(_processed(form, fetched), cursor.rowcount))
+        await cursor.close()
+    return results
+
+
 async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> None:
     """Execute ``prepared`` once per mapping in ``rows`` (every mapping with the same keys), in one call."""
     if not rows:

@@ -11,8 +11,9 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -128,3 +129,42 @@ async def test_spends_of_one_call_to_two_rolling_budgets_each_count_in_their_own
 
     usage = await db.run_in_transaction(read)
     assert usage == {"customer_30d": Money.from_minor(5, "EUR"), "agent_30d": Money.from_minor(7, "EUR")}
+
+
+async def _writers_waiting(db: Database) -> int:
+    """Transactions waiting for a lock another transaction holds: row locks on PostgreSQL, the writer queue on
+    SQLite (where a transaction holds the whole database)."""
+    if db.is_sqlite:
+        assert db._write_lock is not None
+        return db._write_lock.statistics().tasks_waiting
+    async with db.engine.connect() as connection:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int((await connection.execute(query)).scalar_one())
+
+
+async def test_a_window_read_that_waited_for_its_anchor_counts_the_spend_committed_meanwhile(db: Database) -> None:
+    at = SINCE + timedelta(hours=2)
+    await _spend(db, SINCE + timedelta(hours=1), 100)  # the anchor row exists: the next reads go in one round trip
+    holding, release = anyio.Event(), anyio.Event()
+    seen: list[int] = []
+
+    async def spend_and_hold(session: AsyncSession) -> None:
+        await ledger.totals(session, [KEY], at=at)
+        await ledger.reserve(session, [Spend(KEY, 5, None)], at=at, audit_id="aud_held", tool="t")
+        holding.set()
+        await release.wait()  # committed only once the other reader is waiting for the anchor
+
+    async def read() -> None:
+        seen.append(await _total(db, SINCE))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(db.run_in_transaction, spend_and_hold)
+            await holding.wait()
+            group.start_soon(read)
+            while await _writers_waiting(db) < 1:  # noqa: ASYNC110 - a state of another session: polled, bounded
+                await anyio.sleep(0.02)
+            release.set()
+    assert seen == [105]
