@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError
 
 from server.audit.chain import LEAF_FIELDS, LEGACY_FIELDS, RECORDS, canonical_json, canonical_time
 from server.audit.levels import ScannedTree, scan_log
@@ -135,6 +136,33 @@ async def _rows(db: Database, indices: list[int]) -> list[Any]:
         return list((await connection.execute(query)).all())
 
 
+_UNREADABLE = (DataError, ValueError, OverflowError)
+"""What reading a record as typed values raises when a column holds what no writer wrote: a time before year 1 on
+PostgreSQL (which Python's ``datetime`` cannot hold, and which the JSON's ``YYYY`` would have written as its AD
+twin), text that is no time at all on SQLite. A lost connection is none of these: it still stops the command."""
+
+
+async def _readable_rows(db: Database, indices: list[int]) -> tuple[list[Any], int | None]:
+    """The records at ``indices`` as typed rows, in leaf order, up to the first that cannot be read (returned too)."""
+    try:
+        return await _rows(db, indices), None
+    except _UNREADABLE:
+        pass
+    readable: list[Any] = []
+    for index in indices:
+        try:
+            readable.extend(await _rows(db, [index]))
+        except _UNREADABLE:
+            return readable, index
+    return readable, None
+
+
+async def _record_id(db: Database, index: int) -> str | None:
+    async with db.engine.connect() as connection:
+        found = (await connection.execute(select(RECORDS.c.id).where(RECORDS.c.leaf_index == index))).first()
+    return str(found[0]) if found is not None else None
+
+
 async def _next_present(db: Database, after: int, size: int) -> int | None:
     query = select(func.min(RECORDS.c.leaf_index)).where(RECORDS.c.leaf_index > after, RECORDS.c.leaf_index < size)
     async with db.engine.connect() as connection:
@@ -148,7 +176,8 @@ async def _settle_suspects(db: Database, replay: Replay, limit: int) -> LogBreak
     suspects = [index for index in tree.suspects if index < limit]
     touched: set[int] = set()
     for start in range(0, len(suspects), _SUSPECTS_PER_QUERY):
-        for row in await _rows(db, suspects[start : start + _SUSPECTS_PER_QUERY]):
+        found, unreadable = await _readable_rows(db, suspects[start : start + _SUSPECTS_PER_QUERY])
+        for row in found:
             leaf, problem = replay.exact(row, tree.first_merkle)
             if problem is not None:
                 _rebuild(tree, touched)
@@ -156,6 +185,10 @@ async def _settle_suspects(db: Database, replay: Replay, limit: int) -> LogBreak
             index = int(row[_LEAF_INDEX])
             tree.set_leaf(index, leaf or b"")
             touched.add(index >> tree.range_level)
+        if unreadable is not None:
+            _rebuild(tree, touched)
+            detail = "a column holds a value no writer writes (a time outside the years 1 to 9999?)"
+            return LogBreak(unreadable, await _record_id(db, unreadable), "altered", detail)
     _rebuild(tree, touched)
     return None
 

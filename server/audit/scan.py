@@ -49,21 +49,32 @@ class RangeScan:
         return len(self.levels[0]) // 32
 
 
+_LEAF = hashlib.sha256(b"\x00")
+_NODE = hashlib.sha256(b"\x01")
+
+
 def build_levels(leaves: bytes) -> list[bytes]:
     """Every level of perfect subtrees above ``leaves`` (concatenated 32-byte hashes), bottom first."""
-    sha256 = hashlib.sha256
+    node = _NODE
     levels = [leaves]
     level = leaves
     while len(level) >= 64:
-        level = b"".join([sha256(b"\x01" + level[i : i + 64]).digest() for i in range(0, len(level) - 63, 64)])
+        view = memoryview(level)
+        hashes: list[bytes] = []
+        append = hashes.append
+        for i in range(0, len(level) - 63, 64):
+            h = node.copy()  # the prefix already hashed: no 65-byte buffer built per node
+            h.update(view[i : i + 64])
+            append(h.digest())
+        level = b"".join(hashes)
         levels.append(level)
     return levels
 
 
 def scan_rows(start: int, end: int, rows: Iterable[Sequence[Any]]) -> RangeScan:
     """Hash the rows of leaves ``[start, end)``, given in leaf order as ``(leaf_index, leaf_hash, legacy, json)``
-    (``json`` as UTF-8 bytes)."""
-    sha256 = hashlib.sha256
+    (``json`` as UTF-8 bytes). The rows are hashed as they arrive, while each is still in the cache."""
+    leaf = _LEAF
     hashes: list[bytes] = []
     append = hashes.append
     suspects: list[int] = []
@@ -80,7 +91,11 @@ def scan_rows(start: int, end: int, rows: Iterable[Sequence[Any]]) -> RangeScan:
         else:
             if first_merkle is None:
                 first_merkle = index
-            digest = sha256(b"\x00" + text).digest() if text is not None else ZERO
+            digest = ZERO
+            if text is not None:
+                h = leaf.copy()  # the prefix already hashed: no copy of a kilobyte record per leaf
+                h.update(text)
+                digest = h.digest()
             if stored is None or digest.hex() != stored:
                 suspects.append(index)
                 append(ZERO)
@@ -92,29 +107,20 @@ def scan_rows(start: int, end: int, rows: Iterable[Sequence[Any]]) -> RangeScan:
     return RangeScan(start, build_levels(b"".join(hashes)), suspects, first_merkle, gap)
 
 
-_CONNECTIONS: dict[str, Any] = {}
+_CONNECTIONS: dict[str, sqlite3.Connection] = {}
 
 
-def _connection(dialect: str, address: str) -> Any:
-    """This worker's connection to the log, opened once: read-only for SQLite."""
-    connection = _CONNECTIONS.get(address)
+def _connection(path: str) -> sqlite3.Connection:
+    """This worker's read-only connection to the log file, opened once."""
+    connection = _CONNECTIONS.get(path)
     if connection is None:
-        if dialect == "sqlite":
-            connection = sqlite3.connect(f"file:{address}?mode=ro", uri=True, check_same_thread=False)
-            connection.execute("PRAGMA mmap_size = 17179869184")  # read pages in place, not through read(2)
-        else:
-            import psycopg
-
-            connection = psycopg.connect(address, autocommit=True)
-        _CONNECTIONS[address] = connection
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        connection.execute("PRAGMA mmap_size = 17179869184")  # read pages in place, not through read(2)
+        _CONNECTIONS[path] = connection
     return connection
 
 
-def scan_range(dialect: str, address: str, query: str, start: int, end: int) -> RangeScan:
-    """Read and hash leaves ``[start, end)`` on a connection of this process (a worker's entry point)."""
-    connection = _connection(dialect, address)
-    if dialect == "sqlite":
-        return scan_rows(start, end, connection.execute(query, (start, end)))
-    with connection.cursor(binary=True) as cursor:  # the JSON arrives as its bytes, not hex-escaped bytea text
-        cursor.execute(query, (start, end))
-        return scan_rows(start, end, cursor)
+def scan_range(path: str, query: str, start: int, end: int) -> RangeScan:
+    """Read and hash leaves ``[start, end)`` of the SQLite log at ``path`` in this process (a worker's entry
+    point)."""
+    return scan_rows(start, end, _connection(path).execute(query, (start, end)))

@@ -1,7 +1,8 @@
-"""``mandate audit verify`` at scale: the leaves are scanned in aligned ranges, in worker processes for a large log,
-from the database's canonical JSON; what it cannot settle that way is recomputed exactly. The worker processes name
-the same first problem as a scan in this process, and a record the database encodes differently from the writer is
-settled, not reported (server/audit/scan.py, levels.py, replay.py)."""
+"""``mandate audit verify`` at scale: the leaves are scanned in aligned ranges from the database's canonical JSON (on
+SQLite hashed by worker processes, on PostgreSQL hashed and summed up per range by the server, several ranges at
+once); what it cannot settle that way is recomputed exactly. The parallel scan names the same first problem as a scan
+one range at a time, and a record the database encodes differently from the writer is settled, not reported
+(server/audit/scan.py, levels.py, replay.py)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,19 @@ TAMPERING = {
         ),
         (10, "tree_mismatch"),
     ),
+    "a time moved to another era or out of time": (
+        # PostgreSQL: 2025 BC, which to_char's YYYY writes as 2025; SQLite: text that is no time at all
+        (
+            "UPDATE audit_records SET at = at - interval '4049 years' WHERE leaf_index = 12",
+            "UPDATE audit_records SET at = 'not a time' WHERE leaf_index = 12",
+        ),
+        (12, "altered"),
+    ),
 }
 
 
 @pytest.mark.parametrize("tampering", sorted(TAMPERING))
-async def test_worker_processes_name_the_same_first_problem_as_a_scan_in_this_process(
+async def test_the_parallel_scan_names_the_same_first_problem_as_a_scan_one_range_at_a_time(
     db: Database, tampering: str
 ) -> None:
     await append_and_integrate(db, N, batches=4)  # tree heads at 10, 20, 30, 40
@@ -45,6 +54,8 @@ async def test_worker_processes_name_the_same_first_problem_as_a_scan_in_this_pr
     )
     await drop_audit_triggers(db)
     statements, expected = TAMPERING[tampering]
+    if tampering.startswith("a time"):  # one statement per engine
+        statements = statements[1:] if db.is_sqlite else statements[:1]
     await execute(db, *statements)
     here = await verify_log(db, batch_size=8, workers=0)
     there = await verify_log(db, batch_size=8, workers=2)
@@ -86,3 +97,20 @@ async def test_an_edited_record_after_a_gap_is_not_reported_before_the_gap(db: D
     assert report.first_break is not None
     assert (report.first_break.leaf_index, report.first_break.problem) == (6, "missing")
     assert "the next is leaf 7" in report.first_break.detail
+
+
+async def test_a_position_given_twice_is_caught_by_the_parallel_scan_and_the_scan_in_order(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL: the unique constraint on leaf_index can be dropped; SQLite's is part of the table")
+    await append_and_integrate(db, N, batches=4)
+    await drop_audit_triggers(db)
+    await execute(
+        db,
+        "ALTER TABLE audit_records DROP CONSTRAINT audit_records_leaf_index_key",
+        "UPDATE audit_records SET leaf_index = 20 WHERE leaf_index = 21",  # 20 twice, 21 absent: the count still fits
+    )
+    here = await verify_log(db, batch_size=8, workers=0)
+    there = await verify_log(db, batch_size=8, workers=2)
+    assert here.first_break is not None
+    assert (here.first_break.leaf_index, here.first_break.problem) == (21, "missing")
+    assert there.first_break == here.first_break
