@@ -73,15 +73,21 @@ _PLACE = (
     .where(RECORDS.c.seq == bindparam("b_seq"), RECORDS.c.leaf_index.is_(None))
     .values(leaf_index=bindparam("b_leaf"))
 )
-# PostgreSQL: one statement per batch, however large, rather than one per record.
-_PLACE_POSTGRES = text(
-    "UPDATE audit_records AS r SET leaf_index = u.leaf "
-    "FROM unnest(CAST(:seqs AS bigint[]), CAST(:leaves AS bigint[])) AS u(seq, leaf) "
-    "WHERE r.seq = u.seq AND r.leaf_index IS NULL"
-)
-_NODES_POSTGRES = text(
-    "INSERT INTO audit_tree_nodes (level, idx, hash) "
-    "SELECT * FROM unnest(CAST(:levels AS integer[]), CAST(:indices AS bigint[]), CAST(:hashes AS text[]))"
+# PostgreSQL: the whole batch's writes in one statement (one round trip, however large the batch): the positions,
+# the perfect subtrees completed, and the tree head, which is only written when every record read was placed.
+_WRITE_BATCH_POSTGRES = text(
+    "WITH placed AS ("
+    " UPDATE audit_records AS r SET leaf_index = u.leaf"
+    " FROM unnest(CAST(:seqs AS bigint[]), CAST(:leaves AS bigint[])) AS u(seq, leaf)"
+    " WHERE r.seq = u.seq AND r.leaf_index IS NULL RETURNING 1), "
+    "nodes AS ("
+    " INSERT INTO audit_tree_nodes (level, idx, hash)"
+    " SELECT * FROM unnest(CAST(:levels AS integer[]), CAST(:indices AS bigint[]), CAST(:hashes AS text[]))) "
+    "INSERT INTO audit_tree_heads (size, root_hash, frontier, created_at, instance, signed) "
+    "SELECT CAST(:size AS bigint), CAST(:root_hash AS text), CAST(:frontier AS text), "
+    "CAST(:created_at AS timestamptz), CAST(:instance AS text), CAST(:signed AS text) "
+    "WHERE (SELECT count(*) FROM placed) = CAST(:expected AS bigint) "
+    "RETURNING size"
 )
 
 
@@ -90,22 +96,35 @@ class PlacementError(RuntimeError):
 
 
 async def _place(
-    connection: AsyncConnection, placements: list[tuple[int, int]], nodes: list[tuple[int, int, str]]
+    connection: AsyncConnection,
+    placements: list[tuple[int, int]],
+    nodes: list[tuple[int, int, str]],
+    head: dict[str, Any],
 ) -> None:
-    """Give each record ``(seq, leaf_index)`` its position, and store the perfect subtrees completed."""
+    """Give each record ``(seq, leaf_index)`` its position, store the perfect subtrees completed and the new tree
+    head."""
     if connection.dialect.name == "postgresql":
         seqs, leaves = [seq for seq, _ in placements], [leaf for _, leaf in placements]
-        placed = await connection.execute(_PLACE_POSTGRES, {"seqs": seqs, "leaves": leaves})
-        if placed.rowcount != len(placements):
-            raise PlacementError(f"placed {placed.rowcount} of {len(placements)} records")
-        if nodes:
-            columns = list(zip(*nodes, strict=True))
-            levels, indices, hashes = (list(column) for column in columns)
-            await connection.execute(_NODES_POSTGRES, {"levels": levels, "indices": indices, "hashes": hashes})
+        levels, indices, hashes = ([node[k] for node in nodes] for k in range(3))
+        written = await connection.execute(
+            _WRITE_BATCH_POSTGRES,
+            {
+                "seqs": seqs,
+                "leaves": leaves,
+                "levels": levels,
+                "indices": indices,
+                "hashes": hashes,
+                "expected": len(placements),
+                **head,
+            },
+        )
+        if written.first() is None:
+            raise PlacementError(f"placed fewer than the {len(placements)} records read")
         return
     await connection.execute(_PLACE, [{"b_seq": seq, "b_leaf": leaf} for seq, leaf in placements])
     if nodes:
         await connection.execute(insert(NODES), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
+    await connection.execute(insert(HEADS).values(**head))
 
 
 async def integrate_batch(
@@ -140,7 +159,6 @@ async def integrate_batch(
             leaf = legacy_leaves[seq] if row.leaf_hash is None else bytes.fromhex(row.leaf_hash)
             placements.append((seq, tree.size))
             nodes.extend((lv, ix, h.hex()) for lv, ix, h in tree.append(leaf))
-        await _place(connection, placements, nodes)
         root = tree.root().hex()
         now = clock()
         signed = (
@@ -148,16 +166,15 @@ async def integrate_batch(
             if key is not None
             else None
         )
-        await connection.execute(
-            insert(HEADS).values(
-                size=tree.size,
-                root_hash=root,
-                frontier=",".join(h.hex() for h in tree.hashes),
-                created_at=now,
-                instance=instance[:100],
-                signed=signed,
-            )
-        )
+        new_head = {
+            "size": tree.size,
+            "root_hash": root,
+            "frontier": ",".join(h.hex() for h in tree.hashes),
+            "created_at": now,
+            "instance": instance[:100],
+            "signed": signed,
+        }
+        await _place(connection, placements, nodes, new_head)
         return Integrated(old_size, tree.size, root)
 
     return await db.run_in_transaction(work)

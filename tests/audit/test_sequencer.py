@@ -1,11 +1,13 @@
 """One sequencer is active across replicas (a PostgreSQL advisory lock), a standby takes over when the active one
-dies, and the in-process sequencer of a server integrates within its interval."""
+dies, the in-process sequencer of a server integrates within its interval, and a batch that could not place every
+record it read (someone placed one meanwhile) writes nothing."""
 
 from __future__ import annotations
 
 import signal
 import sys
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -13,7 +15,8 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from server.audit.sequencer import Sequencer, sequencing
+from server.audit.sequencer import PlacementError, Sequencer, integrate_batch, sequencing
+from server.audit.tree import latest_head
 from server.storage.database import Database
 from server.storage.schema import create_schema
 from tests.audit.support import append_records, rows
@@ -109,3 +112,24 @@ async def test_postgres_logs_in_two_schemas_of_one_database_each_have_an_active_
                 await _all_integrated(other, 3)
         finally:
             await other.dispose()
+
+
+async def test_postgres_a_batch_that_could_not_place_every_record_it_read_writes_no_tree_head(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL: on SQLite nothing else can write while a batch holds the write lock")
+    import psycopg
+
+    await append_records(db, 3)
+    address = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def placed_meanwhile() -> datetime:
+        # called by the batch after it read the pending records and before it writes: another writer places one
+        with psycopg.connect(address, autocommit=True) as other:
+            other.execute("UPDATE audit_records SET leaf_index = 100 WHERE seq = (SELECT min(seq) FROM audit_records)")
+        return datetime.now(UTC)
+
+    with pytest.raises(PlacementError):
+        await integrate_batch(db, instance="test", clock=placed_meanwhile)
+    async with db.engine.connect() as connection:
+        assert await latest_head(connection) is None
+    assert sorted(row["leaf_index"] is None for row in await rows(db)) == [False, True, True]
