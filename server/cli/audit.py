@@ -412,7 +412,8 @@ def register(sub: Any) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes that scan the log (default: one per core from 200,000 records; 0: none, in this process)",
+        help="parallel scans of the log: processes on SQLite, connections on PostgreSQL "
+        "(default: one per core from 200,000 records; 0: one at a time)",
     )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(handler=cmd_verify)
