@@ -236,24 +236,35 @@ async def _scan_on_connections(
     size: int,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """``count`` ranges at a time, each on a connection of its own, joined in order."""
-    for first in range(0, len(ranges), count):
-        window = ranges[first : first + count]
-        parts: list[RangeScan | None] = [None] * len(window)
+    """Up to ``count`` ranges in flight at once, each on a connection of its own (the next starts as soon as one
+    ends, so the server's processes never wait for the slowest of a group), joined in order. After a gap the ranges
+    not started yet are skipped; the ones in flight finish (a statement is never abandoned half-way)."""
+    limiter = anyio.CapacityLimiter(count)
+    parts: list[RangeScan | None] = [None] * len(ranges)
+    finished = [anyio.Event() for _ in ranges]
+    stopped = False
 
-        async def scan(slot: int, start: int, end: int, parts: list[RangeScan | None] = parts) -> None:
-            parts[slot] = await _scan_summarised(db, start, end)
+    async def scan(slot: int, start: int, end: int) -> None:
+        try:
+            async with limiter:
+                if not stopped:
+                    parts[slot] = await _scan_summarised(db, start, end)
+        finally:
+            finished[slot].set()
 
-        async with anyio.create_task_group() as group:
-            for slot, (start, end) in enumerate(window):
-                group.start_soon(scan, slot, start, end)
-        for part in parts:
+    async with anyio.create_task_group() as group:
+        for slot, (start, end) in enumerate(ranges):
+            group.start_soon(scan, slot, start, end)
+        for slot in range(len(ranges)):
+            await finished[slot].wait()
+            part, parts[slot] = parts[slot], None
             assert part is not None
             going = _join(tree, part)
             if progress is not None:
                 progress(tree.size, size)
             if not going:
-                return
+                stopped = True
+                break
 
 
 async def _scan_in_processes(
