@@ -128,10 +128,11 @@ class Checkpoints:
     checkpoint writes pages back into the database file and syncs it: tens of milliseconds that would stop the event
     loop. The automatic checkpoint is turned off on Mandate's connections; every :data:`EVERY` commits, a
     ``PASSIVE`` checkpoint (which never waits for a reader or a writer) runs on a pooled connection's own thread,
-    one at a time, holding the process's writer queue as the automatic one held the write lock: a checkpoint that
-    races with writers never catches up with the end of the WAL, and SQLite starts the WAL over from its beginning
-    only after a checkpoint has caught up, so the file would grow without end. Calls queue for the checkpoint's
-    duration, as they queued behind the commit that ran it, but the event loop serves meanwhile. A process that
+    one at a time: first beside the writers, for the bulk of the pages and the syncs, then again holding the
+    process's writer queue, for what they appended meanwhile. The second is what lets the WAL start over: a
+    checkpoint that races with writers never catches up with the end of the WAL, SQLite starts the WAL over from its
+    beginning only after a checkpoint has caught up, and the file would grow without end. Calls queue only for the
+    second, short one, and the event loop serves meanwhile. A process that
     commits less (a command line's few transactions) leaves its frames for the next checkpoint, or for SQLite's own
     when the last connection closes.
     """
@@ -175,10 +176,13 @@ class Checkpoints:
 
     async def _checkpoint(self) -> None:
         try:
-            async with self._writers, self._engine.connect() as connection:
-                raw = await connection.get_raw_connection()
-                cursor = await raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-                await cursor.close()
+            async with self._engine.connect() as connection:
+                raw = (await connection.get_raw_connection()).driver_connection
+                # the bulk of the pages and the syncs beside the writers, then, holding their queue, what they
+                # appended meanwhile: the log is then wholly written back and the next writer starts it over
+                await (await raw.execute("PRAGMA wal_checkpoint(PASSIVE)")).close()  # type: ignore[union-attr]
+                async with self._writers:
+                    await (await raw.execute("PRAGMA wal_checkpoint(PASSIVE)")).close()  # type: ignore[union-attr]
             self.done += 1
         except Exception:  # the next one retries; SQLite's frames are safe in the WAL meanwhile
             logger.warning("a WAL checkpoint failed; the next one will retry", exc_info=True)
