@@ -53,6 +53,7 @@ from server.config import Settings
 from server.stdio import EnvironmentCredentials
 from server.storage.database import Database
 from server.storage.migrate import upgrade_connection
+from tests.pgschemas import SchemaPool
 from tools.store.seed import seed_demo_store
 
 POSTGRES_URL = os.environ.get("MANDATE_TEST_DATABASE_URL", "")
@@ -135,20 +136,40 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _postgres_server_url() -> str:
+    return POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+
+
+def postgres_schema_url(schema: str) -> str:
+    """The test database's URL with ``schema`` as its ``search_path``."""
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+
 @contextmanager
 def empty_postgres_schema() -> Iterator[str]:
     """A schema of its own on the shared PostgreSQL (``search_path``, named for this worker), dropped afterwards; its
     URL."""
     schema = f"t_{worker_id()}_{uuid.uuid4().hex[:12]}"
-    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    plain = _postgres_server_url()
     with psycopg.connect(plain, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in POSTGRES_URL else "?"
     try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+        yield postgres_schema_url(schema)
     finally:
         with psycopg.connect(plain, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_schemas() -> Iterator[SchemaPool]:
+    """This worker's migrated schemas, each handed to one test at a time and made fresh again in between
+    (tests/pgschemas.py); dropped at the end of the session."""
+    pool = SchemaPool(_postgres_server_url(), postgres_schema_url, migrate_sync)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture
@@ -169,9 +190,12 @@ def database_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str
         shutil.copyfile(template, tmp_path / "mandate.db")
         yield f"sqlite+aiosqlite:///{tmp_path / 'mandate.db'}"
         return
-    with empty_postgres_schema() as url:
-        migrate_sync(url)
-        yield url
+    pool: SchemaPool = request.getfixturevalue("migrated_postgres_schemas")
+    schema = pool.acquire(f"t_{worker_id()}")
+    try:
+        yield postgres_schema_url(schema)
+    finally:
+        pool.release(schema)
 
 
 @pytest.fixture
