@@ -32,9 +32,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def _seeded(
-    tmp_path: Path, database_url: str, localstripe: LocalStripe, provider_timeout: float = 10.0
+    tmp_path: Path, database_url: str, localstripe: LocalStripe, provider_timeout: float = 4.0
 ) -> dict[str, str]:
-    """The environment of a deployment on this database and provider, its store seeded and linked to payments."""
+    """The environment of a deployment on this database and provider, its store seeded and linked to payments.
+
+    The lease is twice the provider's timeout: an intent left in doubt is resolved once it has passed, so the tests
+    wait about that long. 4 s is ample for a local localstripe to answer one refund, even on a loaded machine."""
     env = environment(
         data_dir=tmp_path / "data",
         database_url=database_url,
