@@ -6,11 +6,15 @@ test then gets a schema of its own (``search_path``), dropped afterwards. That p
 ``*database_url`` fixture (``DATABASE_FIXTURES``), directly or through ``settings``, ``db``, ``harness``, ``live``...,
 or are marked ``@pytest.mark.postgres`` (for a test that reaches ``POSTGRES_URL`` some other way): the others use no
 database, or a SQLite file or a cluster of their own, and behave the same in both passes, so they run once, in the
-SQLite pass (``pytest_collection_modifyitems`` below; the header says so).
+SQLite pass (``pytest_collection_modifyitems`` below; the header says so). So do the few marked
+``@pytest.mark.engine_independent``: they use a database only to have a server to drive, and what they check (the
+stdio transport, the quickstart, ``mandate dev``'s printed steps) is the same on either engine.
 
 Every test's database is built by the migrations (``server/storage/migrations``), as ``mandate db upgrade`` builds
 one: on SQLite they run once per session into a template file that each test gets a copy of (a byte copy of the
-migrated file, so nothing differs but the time), on PostgreSQL they run in each test's schema. ``empty_database_url``
+migrated file, so nothing differs but the time); on PostgreSQL each worker migrates a schema once and hands it to
+test after test, put back between them exactly as the migrations left it, or dropped when it cannot be
+(``tests/pgschemas.py``). ``empty_database_url``
 is a database with nothing in it, for the tests of migrating and of starting before one.
 
 ``make test`` runs the suite in pytest-xdist worker processes (docs/testing.md). A test is worker-safe when:
@@ -89,9 +93,19 @@ using one of them, directly or through another fixture, runs in both passes. A n
 database without going through ``database_url`` is named so too."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engine_independent: uses the test database, but what it tests (a transport, the command line's output) "
+        "does not depend on the engine: run in the SQLite pass only",
+    )
+
+
 def _uses_the_test_database(item: pytest.Item) -> bool:
     if item.get_closest_marker("postgres") is not None:
         return True
+    if item.get_closest_marker("engine_independent") is not None:
+        return False
     return any(name.endswith(DATABASE_FIXTURES) for name in getattr(item, "fixturenames", ()))
 
 

@@ -14,7 +14,9 @@ from tests.examples_loader import EXAMPLES
 from tests.examples_loader import load_example as _load
 from tests.live import live_server
 
-pytestmark = pytest.mark.anyio
+# A transport's or the command line's behaviour, the same on both engines (the storage under it is tested on
+# both elsewhere): the PostgreSQL pass deselects it (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.engine_independent]
 
 
 async def test_the_custom_tool_appears_only_for_tokens_with_its_scope() -> None:

@@ -15,7 +15,9 @@ import pytest
 from tests.examples_loader import load_example
 from tests.live import bound_socket
 
-pytestmark = pytest.mark.anyio
+# A transport's or the command line's behaviour, the same on both engines (the storage under it is tested on
+# both elsewhere): the PostgreSQL pass deselects it (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.engine_independent]
 
 MANDATE = str(Path(sys.executable).with_name("mandate"))
 

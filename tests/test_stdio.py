@@ -13,7 +13,9 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from server.config import Settings
 from tests.conftest import Harness
 
-pytestmark = pytest.mark.anyio
+# A transport's or the command line's behaviour, the same on both engines (the storage under it is tested on
+# both elsewhere): the PostgreSQL pass deselects it (tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.engine_independent]
 
 MANDATE = str(Path(sys.executable).with_name("mandate"))
 
