@@ -117,8 +117,14 @@ async def _latest(db: Database) -> StoredHead | None:
 
 async def _first_outside(db: Database, size: int) -> tuple[int, str] | None:
     """The first integrated record outside ``[0, size)``: beyond the tree head, or below leaf 0 (written around the
-    sequencer; readers that list by time would show it, the walk from leaf 0 would never meet it)."""
-    outside = or_(RECORDS.c.leaf_index >= size, RECORDS.c.leaf_index < 0)
+    sequencer; readers that list by time would show it, the walk from leaf 0 would never meet it).
+
+    A running sequencer may integrate more records, with their tree head, while the log is verified: a record past
+    ``size`` is outside only if no tree head covers it either, read in this statement's one snapshot (the sequencer
+    writes positions and their head in one transaction)."""
+    newest = select(func.coalesce(func.max(HEADS.c.size), 0)).scalar_subquery()
+    beyond = and_(RECORDS.c.leaf_index >= size, RECORDS.c.leaf_index >= newest)
+    outside = or_(beyond, RECORDS.c.leaf_index < 0)
     first = select(func.min(RECORDS.c.leaf_index)).where(outside).scalar_subquery()
     async with db.engine.connect() as connection:
         query = select(RECORDS.c.leaf_index, RECORDS.c.id).where(RECORDS.c.leaf_index == first)
