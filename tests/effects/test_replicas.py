@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import anyio
 import stripe
 
-from server.effects.models import COMPLETED, STARTED
+from server.effects.models import COMPLETED, FAILED, STARTED
 from server.storage.database import Database
 from tests.effects import support
 from tests.effects.delay_proxy import DelayProxy, delaying
@@ -121,4 +121,8 @@ async def test_fifty_parallel_refunds_through_two_replicas_never_exceed_the_dail
     assert all(count == 1 for count in by_intent.values()), by_intent
     assert set(by_intent) == {i.id for i in completed}
     assert order.refunded_minor == sum(i.amount_minor or 0 for i in completed)
-    assert len(completed) == CAP_MINOR // 500  # the cap was reached, not merely respected
+    # The cap was reached, not merely respected: every 5.00 of it went to a completed refund, or was held by an
+    # intent in doubt that the reconciler later found the provider never carried out (the delayed request was cut
+    # off with its connection), whose reservation came back only after every call had been answered.
+    not_made = [i for i in intents if i.status == FAILED and i.error_code == "effect_not_made"]
+    assert len(completed) + len(not_made) >= CAP_MINOR // 500, (len(completed), len(not_made))
