@@ -3,19 +3,23 @@ built level by level, every stored tree head checked against it (RFC 9162 sectio
 
 :func:`scan_log` splits ``[0, size)`` into ranges of a power-of-two length, each read in a short statement of its own
 (one index range of ``leaf_index``), so a long verify never holds a lock a writer needs. The database builds each
-record's canonical JSON from its columns (SQLite's ``json_object``; PostgreSQL's ``to_json`` per column, functions
-named in ``pg_catalog``); a record whose JSON does not hash to its leaf is recomputed exactly by the caller
-(:mod:`server.audit.scan` says why that is sound). Where the hashing happens follows where the CPU is:
+record's canonical JSON from its columns (SQLite's ``json_object``; on PostgreSQL the keys as constants and each
+text value escaped by ``replace``, functions named in ``pg_catalog``); a record whose JSON does not hash to its
+leaf is recomputed exactly by the caller (:mod:`server.audit.scan` says why that is sound). Where the hashing happens
+follows where the CPU is:
 
 - SQLite runs in the reading process, so a large log is read by worker processes, one per core
   (:func:`server.audit.scan.scan_range`), each with a read-only connection of its own, and hashed there.
-- PostgreSQL builds the JSON in its own server processes, and that is most of the cost (about 10 us a record, against
-  about 4 us to hash it and carry it to Python). So the server hashes it too (``sha256``, PostgreSQL 11 and later),
-  compares it with the stored leaf hash, and hands over one row per range: how many leaves, the first and last
-  index, whether every one matched, and the leaf hashes concatenated. The ranges run on several connections at once
-  (the server's processes are the workers), and this process only builds the levels above the leaves. A range
-  whose summary shows anything else (a gap, a duplicate position, a legacy record, a mismatch) is read again row by
-  row, hashed here, and settled as on SQLite.
+- PostgreSQL builds the JSON in its own server processes, and that is most of the cost. So the server hashes it too
+  (``sha256``, PostgreSQL 11 and later), compares it with the stored leaf hash, and hands over one row per range:
+  how many leaves, distinct positions, the first and last index, the first leaf of the Merkle log, the positions
+  whose leaf did not match (the suspects, settled exactly by the caller), and the leaf hashes concatenated. The
+  ranges run on several connections at once (the server's processes are the workers), and this process only builds
+  the levels above the leaves. A range whose summary shows positions absent or repeated is read again row by row,
+  hashed here, and settled as on SQLite. ``to_json`` per column looks up each column's type for every value, and
+  that form costs the server about 1.5x this one a record (BENCHMARKS.md); it is now used only when a content
+  column does not have the model's type (:func:`_postgres_queries`): ``replace`` takes text, and a ``char(n)``
+  column would reach it with its padding trimmed.
 
 The ranges' subtrees join into the levels of the whole tree, and the root of every tree head size is the fold of the
 perfect subtrees that tile it (O(log n) hashes each).
@@ -34,9 +38,9 @@ from typing import Any
 import anyio
 from sqlalchemy.engine import URL
 
-from server.audit.chain import LEAF_FIELDS
+from server.audit.chain import LEAF_FIELDS, RECORDS
 from server.audit.merkle import EMPTY_ROOT, fold, perfect_subtrees
-from server.audit.scan import RangeScan, build_levels, scan_range, scan_rows
+from server.audit.scan import ZERO, RangeScan, build_levels, scan_range, scan_rows
 from server.storage.database import Database
 
 PARALLEL_FROM = 200_000
@@ -59,14 +63,20 @@ def _sqlite_query() -> str:
 
 _POSTGRES_AT = (
     # RFC 3339 UTC with microseconds; only for years 1000 to 9999 AD: 'YYYY' writes 2025 BC as 2025, so a time moved
-    # to another era would otherwise give the same text. Outside that range the JSON has null: a suspect.
+    # to another era would otherwise give the same text. Outside that range the JSON has null (or is null): a suspect.
     "CASE WHEN at >= '1000-01-01 00:00:00+00' AND at < '10000-01-01 00:00:00+00' "
     "THEN pg_catalog.to_char(pg_catalog.timezone('UTC', at), 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END"
 )
 
 
-def _postgres_json() -> str:
-    """The record's canonical JSON, as text, built from its columns in the canonical key order."""
+def _literal(text: str) -> str:
+    """An SQL string literal in the ``E''`` form: what a backslash in it means depends on no server setting."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _postgres_typed_json() -> str:
+    """The record's canonical JSON, as text, built from its columns in the canonical key order with ``to_json`` per
+    column: faithful to whatever type a column has (the form used when the table's types are not the model's)."""
     parts = []
     for position, name in enumerate(LEAF_FIELDS):
         key = ("{" if position == 0 else ",") + json.dumps(name) + ":"
@@ -75,32 +85,113 @@ def _postgres_json() -> str:
     return "pg_catalog.concat(" + ", ".join(parts) + ", '}')"  # one allocation, not one per ||
 
 
-def _postgres_query() -> str:
+def _json_string(column: str) -> str:
+    """``column`` as the body of a JSON string: ``\\`` and ``"`` escaped; control characters are left as they are,
+    so a value holding one gives a text no canonical form is (it escapes them): a suspect, recomputed exactly."""
+    backslash = f"pg_catalog.replace({column}, {_literal(chr(92))}, {_literal(chr(92) * 2)})"
+    return f"pg_catalog.replace({backslash}, {_literal(chr(34))}, {_literal(chr(92) + chr(34))})"
+
+
+def _joined(parts: list[str]) -> str:
+    """``parts`` concatenated as a balanced tree of ``textcat``: each byte is copied about log2(len) times, not once
+    per part after it as a chain of ``||`` would."""
+    if len(parts) == 1:
+        return parts[0]
+    middle = len(parts) // 2
+    return f"pg_catalog.textcat({_joined(parts[:middle])}, {_joined(parts[middle:])})"
+
+
+def _postgres_json() -> str:
+    """The record's canonical JSON, as text, for a table whose columns have the model's types (text, ``bigint``,
+    ``timestamptz``): the keys and punctuation as constants, each text value with ``\\`` and ``"`` escaped by
+    ``replace``, a nullable one as ``"...`` or ``null``. No per-column type lookup, which is what ``to_json`` costs.
+
+    Whenever the text equals the canonical form the record was committed with, the record is unchanged: each value
+    is either a JSON string whose escapes decode to exactly the column's text, or (holding a control character) a
+    raw control character, which no canonical form contains; so an equal text is a JSON encoding of the current
+    content, and JSON decodes to one value only. A value that would need other escapes, or a ``NOT NULL`` column
+    found null (the whole text is then null), only makes the record a suspect."""
+    parts: list[str] = []
+    pending = ""
+    for position, name in enumerate(LEAF_FIELDS):
+        key = ("{" if position == 0 else ",") + json.dumps(name) + ":"
+        column = RECORDS.c[name]
+        if name == "at":
+            parts += [_literal(pending + key + '"'), _POSTGRES_AT]
+            pending = '"'
+        elif name == "latency_us":
+            parts += [_literal(pending + key), "CAST(latency_us AS pg_catalog.text)"]
+            pending = ""
+        elif not column.nullable:
+            parts += [_literal(pending + key + '"'), _json_string(name)]
+            pending = '"'
+        else:
+            quoted = f"pg_catalog.textcat(pg_catalog.textcat(E'\"', {_json_string(name)}), E'\"')"
+            parts += [_literal(pending + key), f"COALESCE({quoted}, E'null')"]
+            pending = ""
+    parts.append(_literal(pending + "}"))
+    return _joined(parts)
+
+
+def _expected_type(name: str) -> set[str]:
+    if name == "at":
+        return {"timestamp with time zone"}
+    if name == "latency_us":
+        return {"bigint"}
+    return {"text", "character varying"}
+
+
+_COLUMN_TYPES_QUERY = (
+    "SELECT a.attname, pg_catalog.format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a "
+    "WHERE a.attrelid = CAST('audit_records' AS pg_catalog.regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+)
+
+
+def _postgres_query(data: str) -> str:
     """Row by row, as on SQLite: for a range whose summary did not hold."""
     return (
         "SELECT leaf_index, leaf_hash, hash IS NOT NULL AND leaf_hash IS NULL, "  # noqa: S608 - names are ours
-        f"pg_catalog.convert_to({_postgres_json()}, 'UTF8') FROM audit_records "
+        f"pg_catalog.convert_to({data}, 'UTF8') FROM audit_records "
         "WHERE leaf_index >= %s AND leaf_index < %s ORDER BY leaf_index"
     )
 
 
-def _postgres_summary_query() -> str:
-    """One row per range: leaves, distinct positions, first and last, whether all matched, the leaf hashes."""
-    data = f"pg_catalog.byteacat('\\x00'::bytea, pg_catalog.convert_to({_postgres_json()}, 'UTF8'))"
+def _postgres_summary_query(data: str) -> str:
+    """One row per range, in one pass over it: leaves, distinct positions, first and last, the first leaf of the
+    Merkle log, the positions whose leaf did not match (suspects), and the leaf hashes (32 zero bytes where none)."""
+    leaf = f"pg_catalog.sha256(pg_catalog.byteacat(E'\\\\x00'::bytea, pg_catalog.convert_to({data}, 'UTF8')))"
     matched = "COALESCE(NOT legacy AND pg_catalog.encode(leaf, 'hex') = leaf_hash, false)"
+    zero = "E'\\\\x" + "00" * 32 + "'::bytea"
     return (
         "SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT leaf_index), "  # noqa: S608 - names are ours
         "pg_catalog.min(leaf_index), pg_catalog.max(leaf_index), "
-        f"COALESCE(pg_catalog.bool_and({matched}), false), "
-        "pg_catalog.string_agg(leaf, ''::bytea ORDER BY leaf_index) "
+        "pg_catalog.min(leaf_index) FILTER (WHERE NOT legacy), "
+        f"pg_catalog.array_agg(leaf_index) FILTER (WHERE NOT {matched}), "
+        f"pg_catalog.string_agg(COALESCE(leaf, {zero}), ''::bytea ORDER BY leaf_index) "
         "FROM (SELECT leaf_index, leaf_hash, hash IS NOT NULL AND leaf_hash IS NULL AS legacy, "
-        f"pg_catalog.sha256({data}) AS leaf FROM audit_records WHERE leaf_index >= %s AND leaf_index < %s "
+        f"{leaf} AS leaf FROM audit_records WHERE leaf_index >= %s AND leaf_index < %s "
         "OFFSET 0) AS leaves"  # OFFSET 0: the leaf hash computed once per row, not once per aggregate using it
     )
 
 
-_POSTGRES_QUERY = _postgres_query()
-_SUMMARY_QUERY = _postgres_summary_query()
+@dataclass(frozen=True, slots=True)
+class _PostgresQueries:
+    summary: str
+    rows: str
+
+
+_FAST = _PostgresQueries(_postgres_summary_query(_postgres_json()), _postgres_query(_postgres_json()))
+_TYPED = _PostgresQueries(_postgres_summary_query(_postgres_typed_json()), _postgres_query(_postgres_typed_json()))
+
+
+async def _postgres_queries(db: Database) -> _PostgresQueries:
+    """The fast form when every content column has the model's type, else the form that follows each column's type
+    (a column altered to, say, ``char(n)`` would reach ``replace`` with its padding trimmed)."""
+    async with db.engine.connect() as connection:
+        columns: list[Any] = list(await connection.exec_driver_sql(_COLUMN_TYPES_QUERY))
+    found = {str(name): str(kind) for name, kind in columns}
+    typed = all(found.get(name) in _expected_type(name) for name in LEAF_FIELDS)
+    return _FAST if typed else _TYPED
 
 
 def _sqlite_path(url: URL) -> str:
@@ -185,16 +276,21 @@ async def _scan_here(db: Database, query: str, start: int, end: int) -> RangeSca
     return scan_rows(start, end, rows)
 
 
-async def _scan_summarised(db: Database, start: int, end: int) -> RangeScan:
-    """PostgreSQL: the server hashes the range and sums it up; read row by row only when that shows a problem."""
+async def _scan_summarised(db: Database, queries: _PostgresQueries, start: int, end: int) -> RangeScan:
+    """PostgreSQL: the server hashes the range and sums it up, suspects named; read row by row only when positions
+    are absent or repeated."""
     async with db.engine.connect() as connection:
-        summary = (await connection.exec_driver_sql(_SUMMARY_QUERY, (start, end))).one()
-        count, distinct, first, last, matched, leaves = tuple(summary)
-        if matched and count == distinct == end - start and (first, last) == (start, end - 1) and leaves is not None:
-            leaves = bytes(leaves)
-            if len(leaves) == 32 * (end - start):
-                return RangeScan(start, build_levels(leaves), [], start, None)
-        rows = (await connection.exec_driver_sql(_POSTGRES_QUERY, (start, end))).all()
+        summary = (await connection.exec_driver_sql(queries.summary, (start, end))).one()
+        count, distinct, first, last, first_merkle, suspects, leaves = tuple(summary)
+        if count == distinct == end - start and (first, last) == (start, end - 1) and leaves is not None:
+            hashes = bytearray(leaves)
+            if len(hashes) == 32 * (end - start):
+                suspected = sorted(int(index) for index in suspects or ())
+                for index in suspected:  # their placeholder: 32 zero bytes, as scan_rows leaves it
+                    hashes[(index - start) * 32 : (index - start + 1) * 32] = ZERO
+                merkle = int(first_merkle) if first_merkle is not None else None
+                return RangeScan(start, build_levels(bytes(hashes)), suspected, merkle, None)
+        rows = (await connection.exec_driver_sql(queries.rows, (start, end))).all()
     return scan_rows(start, end, rows)
 
 
@@ -240,6 +336,7 @@ async def _scan_on_connections(
     ends, so the server's processes never wait for the slowest of a group), joined in order. After a gap the ranges
     not started yet are skipped; the ones in flight finish (a statement is never abandoned half-way)."""
     limiter = anyio.CapacityLimiter(count)
+    queries = await _postgres_queries(db)
     parts: list[RangeScan | None] = [None] * len(ranges)
     finished = [anyio.Event() for _ in ranges]
     stopped = False
@@ -248,7 +345,7 @@ async def _scan_on_connections(
         try:
             async with limiter:
                 if not stopped:
-                    parts[slot] = await _scan_summarised(db, start, end)
+                    parts[slot] = await _scan_summarised(db, queries, start, end)
         finally:
             finished[slot].set()
 

@@ -6,13 +6,14 @@ database hand over each integrated record as ``(leaf_index, leaf_hash, is_legacy
 is built by the database from the record's columns in the canonical key order. Python then only hashes: a leaf is
 ``SHA-256(0x00 || text)``, and it must equal the leaf hash the record was committed with.
 
-Why that is sound: the text is a JSON encoding of the record's current content (the database's own JSON functions,
-so distinct contents give distinct texts), and JSON decodes to one value only. If its hash equals the committed leaf
-hash, the text *is* the canonical form the writer hashed, so the content is unchanged. A record whose text does not
-match is not declared altered here: it is a *suspect*, and the caller recomputes it exactly, from its columns, with
-the writer's own canonical form (:func:`server.audit.chain.leaf_hash_of`). The fast path can therefore only ever
-be slower, never wrong: a legitimate record that the database happens to encode differently (an escape, a time
-stored in another format) is settled by the exact check, and an edited one fails it. Legacy chain records and
+Why that is sound: the text is a JSON encoding of the record's current content (distinct contents give distinct
+texts), or holds something no canonical form holds (on PostgreSQL a raw control character, which the canonical form
+always escapes; a null where a value must be), and JSON decodes to one value only. If its hash equals the committed
+leaf hash, the text *is* the canonical form the writer hashed, so the content is unchanged. A record whose text does
+not match is not declared altered here: it is a *suspect*, and the caller recomputes it exactly, from its columns,
+with the writer's own canonical form (:func:`server.audit.chain.leaf_hash_of`). The fast path can therefore only
+ever be slower, never wrong: a legitimate record that the database happens to encode differently (an escape, a
+time stored in another format) is settled by the exact check, and an edited one fails it. Legacy chain records and
 records without a leaf hash are always suspects.
 
 The range starts at a multiple of its size, a power of two, so every subtree computed inside it is a perfect
