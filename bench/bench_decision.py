@@ -6,8 +6,10 @@
 Each run decides a fixed mix of calls against the default policy (scopes/policy.toml): refunds that are allowed,
 sent to approval, over the daily budget, over the customer budget, with a token limit, in yen; cancellations that are
 allowed and refused; email changes. The ledger totals are given (as the Enforcer gives them after reading them), so
-this is the pure cost of :func:`scopes.policy.decide`, and of ``ledger_needs`` + ``decide`` (the policy's share of
-one tools/call). Printed: decisions per second (median and worst run) and per-decision latency (median and p99).
+this is the pure cost of :func:`scopes.policy.decide`, of ``ledger_needs`` + ``decide``, and of ``prepare`` + its
+``decide`` (the two in one pass over the rules: the policy's share of one tools/call since docs/performance.md,
+"One pass over a call's rules"; a checkout from before it has no ``prepare`` and prints two lines). Printed:
+decisions per second (median and worst run) and per-decision latency (median and p99).
 Also the ``run(mode=...)`` hook of ``python -m bench`` (bench/hooks.py).
 """
 
@@ -22,6 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import scopes.policy
 from scopes.money import Money
 from scopes.policy import Caller, DecisionRequest, Policy, decide, ledger_needs, load_policy
 
@@ -116,8 +119,19 @@ def bench(policy: Policy, runs: int, batch: int) -> dict[str, dict[str, float]]:
         ledger_needs(policy, request)
         return decide(policy, request)
 
+    steps: list[tuple[str, Callable[[DecisionRequest], object]]] = [
+        ("decide", decision_only),
+        ("ledger_needs+decide", policy_share),
+    ]
+    prepare = getattr(scopes.policy, "prepare", None)  # absent in a checkout from before it (bench.ab's "before")
+    if prepare is not None:
+
+        def prepared(request: DecisionRequest) -> object:
+            return prepare(policy, request).decide(request.usage)
+
+        steps.append(("prepare+decide", prepared))
     figures: dict[str, dict[str, float]] = {}
-    for name, step in (("decide", decision_only), ("ledger_needs+decide", policy_share)):
+    for name, step in steps:
         _measure(step, mix, batch)  # warm-up
         rates: list[float] = []
         samples: list[int] = []
@@ -141,7 +155,7 @@ def run(mode: str = "quick") -> dict[str, tuple[float, str, str]]:
     figures = bench(load_policy(), runs, batch)
     out: dict[str, tuple[float, str, str]] = {}
     for step, values in figures.items():
-        key = "decision" if step == "decide" else "decision.with_ledger_needs"
+        key = {"decide": "decision", "ledger_needs+decide": "decision.with_ledger_needs"}.get(step, "decision.prepared")
         out[f"{key}.per_second"] = (round(values["per_second_median"]), "decisions/s", f"{step}: median over runs")
         out[f"{key}.p50_us"] = (round(values["latency_us_median"], 2), "µs", f"{step}: median latency")
         out[f"{key}.p99_us"] = (round(values["latency_us_p99"], 2), "µs", f"{step}: p99 latency")

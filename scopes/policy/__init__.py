@@ -1,11 +1,12 @@
 """Policy as data: per-tool conditions, cumulative caps and approvals, in a TOML file security teams own.
 
 The public API: :func:`load_policy` / :func:`parse_policy` read and check a policy file; :func:`ledger_needs` and
-:func:`decide` are the deterministic, I/O-free decision function; :mod:`scopes.policy.lint` checks a policy against
+:func:`decide` are the deterministic, I/O-free decision function (:func:`prepare` is the two in one pass: the
+totals a call needs, then its decision given them); :mod:`scopes.policy.lint` checks a policy against
 the tools a server publishes and :mod:`scopes.policy.testing` runs a security team's test suite. See docs/policy.md.
 """
 
-from scopes.policy.decision import DecisionRequest, decide, ledger_needs
+from scopes.policy.decision import DecisionRequest, Prepared, decide, ledger_needs, prepare
 from scopes.policy.errors import PolicyError, RuleError
 from scopes.policy.policy import DEFAULT_POLICY, Policy, load_policy, parse_policy
 from scopes.policy.results import Decision, LedgerKey, RuleResult, Spend
@@ -19,6 +20,7 @@ __all__ = [
     "LedgerKey",
     "Policy",
     "PolicyError",
+    "Prepared",
     "RuleError",
     "RuleResult",
     "Spend",
@@ -26,4 +28,5 @@ __all__ = [
     "ledger_needs",
     "load_policy",
     "parse_policy",
+    "prepare",
 ]

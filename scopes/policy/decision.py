@@ -59,27 +59,84 @@ def ledger_needs(policy: Policy, request: DecisionRequest) -> tuple[LedgerKey, .
 
     A budget whose key or amount cannot be worked out is left out; :func:`decide` reports that rule as an error.
     """
+    return prepare(policy, request).needs
+
+
+def decide(policy: Policy, request: DecisionRequest) -> Decision:
+    return _decide(policy, request.tool, request.context(policy), request.approved, None)
+
+
+_Located = tuple[LedgerKey, int] | RuleError | bool
+"""What :func:`prepare` found for one budget rule: its ledger key and amount, the ``RuleError`` its ``when`` or its
+key raised, or ``False`` (its ``when`` does not hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One call's policy work before its ledger totals are read: the totals it needs, and for each budget rule
+    whether it applies and which total it adds to, kept so that :meth:`decide` does not work them out again.
+
+    ``prepare(policy, request).decide(usage)`` is exactly ``decide(policy, replace(request, usage=usage))`` after
+    ``ledger_needs(policy, request)``: a rule's ``when`` and ledger key read only the call's inputs and the policy's
+    time zone, never the totals, so they are the same both times.
+    """
+
+    policy: Policy
+    request: DecisionRequest
+    needs: tuple[LedgerKey, ...]
+    inputs: Inputs
+    located: Mapping[str, _Located]
+
+    def decide(self, usage: Mapping[str, int | Money]) -> Decision:
+        """The decision, given the totals of :attr:`needs` (keyed by budget id, as ``DecisionRequest.usage``)."""
+        ctx = Context(self.inputs, usage, self.policy.zone)
+        return _decide(self.policy, self.request.tool, ctx, self.request.approved, self.located)
+
+
+def prepare(policy: Policy, request: DecisionRequest) -> Prepared:
+    """:func:`ledger_needs`, keeping what it worked out for :meth:`Prepared.decide`."""
     ctx = request.context(policy)
     needs: set[LedgerKey] = set()
+    located: dict[str, _Located] = {}
     for rule in policy.rules_for(request.tool):
         if not isinstance(rule, BudgetRule):
             continue
         try:
-            if rule.applies(ctx):
-                needs.add(rule.ledger_key(ctx)[0])
-        except RuleError:
+            if not rule.applies(ctx):
+                located[rule.id] = False
+                continue
+            key = rule.ledger_key(ctx)
+        except RuleError as exc:
+            located[rule.id] = exc
             continue
-    return tuple(sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window)))
+        located[rule.id] = key
+        needs.add(key[0])
+    ordered = tuple(sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window)))
+    return Prepared(policy, request, ordered, ctx.inputs, located)
 
 
-def decide(policy: Policy, request: DecisionRequest) -> Decision:
-    ctx = request.context(policy)
-    results = tuple(_waive(_evaluate(rule, ctx), request.approved) for rule in policy.rules_for(request.tool))
+_BLOCKING = {"conceal": 0, "deny": 1, "error": 2, "approval": 3}
+"""The order in which outcomes win (Cedar's forbid-over-permit)."""
+
+
+def _decide(
+    policy: Policy, tool: str, ctx: Context, approved: frozenset[str], located: Mapping[str, _Located] | None
+) -> Decision:
+    results = tuple(
+        _evaluate(rule, ctx) if located is None or not isinstance(rule, BudgetRule) else _spend(rule, ctx, located)
+        for rule in policy.rules_for(tool)
+    )
+    if approved:
+        results = tuple(_waive(result, approved) for result in results)
     enforced = [result for result in results if not result.shadow]
-    for outcome in ("conceal", "deny", "error", "approval"):
-        blocking = [result for result in enforced if result.outcome == outcome]
-        if blocking:
-            return _blocked(policy, results, enforced, blocking[0])
+    primary: RuleResult | None = None
+    rank = len(_BLOCKING)
+    for result in enforced:
+        this = _BLOCKING.get(result.outcome, rank)
+        if this < rank:
+            primary, rank = result, this
+    if primary is not None:
+        return _blocked(policy, results, enforced, primary)
     notes = [
         f"{result.rule_id}: {result.message}" for result in enforced if result.outcome == "pass" and result.message
     ]
@@ -90,7 +147,9 @@ def decide(policy: Policy, request: DecisionRequest) -> Decision:
         reason_code="allowed",
         reason=reason,
         policy_version=policy.version,
-        spends=tuple(sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window))),
+        spends=tuple(sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)))
+        if len(spends) > 1
+        else spends,
         results=results,
     )
 
@@ -147,10 +206,31 @@ def _waive(result: RuleResult, approved: frozenset[str]) -> RuleResult:
 def _evaluate(rule: Rule, ctx: Context) -> RuleResult:
     try:
         if not rule.applies(ctx):
-            return RuleResult(rule.id, "skip", shadow=rule.shadow)
+            return rule.skipped
         return rule.evaluate(ctx)
     except RuleError as exc:
-        return RuleResult(rule.id, "error", POLICY_ERROR, ERROR_MESSAGE, shadow=rule.shadow, internal=str(exc))
+        return _error(rule, str(exc))
     except Exception as exc:  # noqa: BLE001 - a rule that raises anything is a deny (fail closed), never a crash
-        internal = f"{type(exc).__name__}: {exc}"
-        return RuleResult(rule.id, "error", POLICY_ERROR, ERROR_MESSAGE, shadow=rule.shadow, internal=internal)
+        return _error(rule, f"{type(exc).__name__}: {exc}")
+
+
+def _spend(rule: BudgetRule, ctx: Context, located: Mapping[str, _Located]) -> RuleResult:
+    """:func:`_evaluate` for a budget rule whose ``when`` and ledger key :func:`prepare` already worked out."""
+    found = located.get(rule.id)
+    if found is None:  # pragma: no cover - prepare() saw every budget rule of the tool
+        return _evaluate(rule, ctx)
+    if found is False:
+        return rule.skipped
+    if isinstance(found, RuleError):
+        return _error(rule, str(found))
+    assert not isinstance(found, bool)
+    try:
+        return rule.evaluate(ctx, found)
+    except RuleError as exc:
+        return _error(rule, str(exc))
+    except Exception as exc:  # noqa: BLE001 - as in _evaluate: fail closed, never a crash
+        return _error(rule, f"{type(exc).__name__}: {exc}")
+
+
+def _error(rule: Rule, internal: str) -> RuleResult:
+    return RuleResult(rule.id, "error", POLICY_ERROR, ERROR_MESSAGE, shadow=rule.shadow, internal=internal)

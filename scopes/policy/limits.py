@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from scopes.money import Money
+from scopes.money import Money, minor_units
 from scopes.policy.errors import RuleError
 from scopes.policy.values import Caller, Path, describe_duration, parse_duration
 
@@ -52,9 +52,24 @@ class Limits:
         return scope, limit
 
 
+_PLAIN = 10**18
+"""Below this many minor units, :func:`show_units` formats the integer itself; beyond it, through :class:`Money`."""
+
+
 def show_units(amount: int, unit: str) -> str:
+    """``amount`` minor units as a sentence shows them: ``"12.50 EUR"``, ``"3"`` (a count or quantity).
+
+    Exactly ``str(Money.from_minor(amount, unit))``, without building and validating a :class:`Money` on each call
+    (a budget's note and refusal show three or four amounts): whole units, a point and the currency's decimals.
+    """
     if unit in (COUNT, QUANTITY):
         return str(amount)
+    digits = minor_units(unit)
+    if -_PLAIN < amount < _PLAIN:
+        if digits == 0:
+            return f"{amount} {unit}"
+        whole, fraction = divmod(-amount if amount < 0 else amount, 10**digits)
+        return f"{'-' if amount < 0 else ''}{whole}.{fraction:0{digits}d} {unit}"
     return str(Money.from_minor(amount, unit))
 
 
@@ -63,6 +78,12 @@ class Window:
     """A calendar day in the policy's time zone (``rolling is None``) or a rolling span ending now."""
 
     rolling: timedelta | None
+    wording: str = field(init=False, repr=False, compare=False)
+    """:meth:`phrase`, worded once (messages and notes repeat it on every call)."""
+
+    def __post_init__(self) -> None:
+        wording = "today" if self.rolling is None else f"in the last {describe_duration(self.rolling)}"
+        object.__setattr__(self, "wording", wording)
 
     @classmethod
     def parse(cls, text: str) -> Window:
@@ -81,7 +102,7 @@ class Window:
         return datetime.combine(tomorrow, time(0), tzinfo=zone)
 
     def phrase(self) -> str:
-        return "today" if self.rolling is None else f"in the last {describe_duration(self.rolling)}"
+        return self.wording
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ Every rule is a constraint: it can only narrow what the token's scopes permit. E
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -41,9 +41,17 @@ class RuleBase:
     shadow: bool
     when: tuple[Condition, ...]
     message: Template | None
+    passed: RuleResult = field(init=False, repr=False, compare=False)
+    """This rule's ``pass`` without a note, built once: it is the same for every call (results are frozen)."""
+    skipped: RuleResult = field(init=False, repr=False, compare=False)
+    """This rule's ``skip`` (its ``when`` does not hold), built once."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passed", RuleResult(self.id, "pass", "", "", shadow=self.shadow))
+        object.__setattr__(self, "skipped", RuleResult(self.id, "skip", shadow=self.shadow))
 
     def applies(self, ctx: Context) -> bool:
-        return all_hold(self.when, ctx.inputs)
+        return not self.when or all_hold(self.when, ctx.inputs)
 
     def result(self, outcome: Any, code: str, message: str, **extra: Any) -> RuleResult:
         return RuleResult(self.id, outcome, code, message, shadow=self.shadow, **extra)
@@ -86,7 +94,7 @@ class CapRule(RuleBase):
         limit = self.limits.limit_for(unit, scopes)
         token_cap = self._token_cap(ctx, unit)
         if amount.minor <= limit and (token_cap is None or amount <= token_cap):
-            return self.result("pass", "", "")
+            return self.passed
         # Blocked: only now are the explanations worth building.
         limit_money = Money.from_minor(limit, unit)
         variables = {"amount": amount, "limit": limit_money, "token_limit": token_cap or "-"}
@@ -142,7 +150,7 @@ class CapRule(RuleBase):
         scopes = ctx.inputs.caller.scopes
         limit = self.limits.limit_for(QUANTITY, scopes)
         if value <= limit:
-            return self.result("pass", "", "")
+            return self.passed
         variables = {"amount": value, "limit": limit, "token_limit": "-"}
         tier = self.limits.next_tier(QUANTITY, value, scopes)
         tier_hint = (f"a token with scope {tier[0]} (up to {tier[1]} per call)",) if tier else ()
@@ -223,8 +231,10 @@ class BudgetRule(RuleBase):
         key = self.budget.key_for(i.caller, i.args, i.facts, i.now)
         return LedgerKey(self.budget.id, key, unit, window, since), amount
 
-    def evaluate(self, ctx: Context) -> RuleResult:
-        ledger, amount = self.ledger_key(ctx)
+    def evaluate(self, ctx: Context, located: tuple[LedgerKey, int] | None = None) -> RuleResult:
+        """``located``: this call's :meth:`ledger_key`, when the caller has already worked it out for the same
+        context (:func:`scopes.policy.decision.prepare`), so it is not worked out twice."""
+        ledger, amount = located if located is not None else self.ledger_key(ctx)
         unit = ledger.unit
         limit = self.budget.limits.limit_for(unit, ctx.inputs.caller.scopes)
         used = self._used(ctx, unit)
@@ -294,7 +304,7 @@ class RequireRule(RuleBase):
 
     def evaluate(self, ctx: Context) -> RuleResult:
         if all_hold(self.require, ctx.inputs):
-            return self.result("pass", "", "")
+            return self.passed
         outcome = "conceal" if self.otherwise == "not_found" else self.otherwise
         message = self.text(ctx, f"The policy rule {self.id} does not allow this.", {})
         return self.result(outcome, self.code, message, would_allow=self.hints)

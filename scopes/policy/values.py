@@ -41,11 +41,17 @@ class Caller:
     actor: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict[str, Any])
     authorization_details: tuple[Mapping[str, Any], ...] = ()
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
+    """:attr:`key`, once worked out (a server keeps one Caller per verified token, so it is asked again and again)."""
 
     @property
     def key(self) -> str:
         """Issuer, client and subject: the same string as ``Principal.key``, so ledgers match across tools."""
-        return identity_key(self.issuer, self.client_id, self.subject)
+        key = self._key
+        if key is None:
+            key = identity_key(self.issuer, self.client_id, self.subject)
+            object.__setattr__(self, "_key", key)
+        return key
 
     @property
     def client_key(self) -> str:
