@@ -25,6 +25,7 @@ from scopes.policy import Caller, Policy, PolicyError, parse_policy
 from scopes.policy.lint import ToolShape, Vocabulary, lint
 from server.auth.principal import Principal
 from server.catalog import ToolCatalog
+from server.memo import PerObject
 from server.toolkit import Facts
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,12 @@ class PolicyRuntime:
 
 
 def caller_of(principal: Principal) -> Caller:
+    """The policy's view of ``principal``: built once per principal (the verifier hands out the same one for every
+    call with a token, and both are frozen), so a call does not rebuild it (:mod:`server.memo`)."""
+    return _callers(principal)
+
+
+def _caller(principal: Principal) -> Caller:
     return Caller(
         subject=principal.subject,
         client_id=principal.client_id,
@@ -125,6 +132,9 @@ def caller_of(principal: Principal) -> Caller:
         claims=principal.claims,
         authorization_details=principal.authorization_details,
     )
+
+
+_callers: PerObject[Principal, Caller] = PerObject(_caller)
 
 
 def vocabulary_of(catalog: ToolCatalog) -> Vocabulary:

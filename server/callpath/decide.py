@@ -2,9 +2,10 @@
 transaction, and what the agent is told when it is not ``allow``.
 
 :func:`decide_in` runs the tool's facts loader (which reads and locks the stored state), reads the ledger totals the
-policy needs (locked, unless explaining), and calls the I/O-free :func:`scopes.policy.decide`. The helpers below turn
-a deny, a concealed refusal or an approval into the tool result the agent reads, and a decision into what its audit
-record keeps (the shadow rules that would have blocked, the rules that failed, what was spent).
+policy needs (locked, unless explaining), and takes the I/O-free decision (:func:`scopes.policy.prepare`: the totals
+a call needs, then :func:`scopes.policy.decide`'s answer given them, without working out its rules twice). The
+helpers below turn a deny, a concealed refusal or an approval into the tool result the agent reads, and a decision
+into what its audit record keeps (the shadow rules that would have blocked, the rules that failed, what was spent).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import mcp_types as types
 from pydantic import BaseModel
 
-from scopes.policy import Decision, DecisionRequest, Policy, decide, ledger_needs
+from scopes.policy import Decision, DecisionRequest, Policy, prepare
 from server import ledger
 from server.callpath.answers import PendingApproval, Refusal
 from server.policy_runtime import caller_of
@@ -63,11 +64,11 @@ async def decide_in(
         facts=facts.as_mapping() if facts is not None else {},
         approved=approved,
     )
-    needs = ledger_needs(policy, request)
-    if needs:
-        usage = await ledger.totals(ctx.session, needs, at=ctx.now, lock=lock)
+    prepared = prepare(policy, request)  # ledger_needs and decide in one pass over the rules (docs/performance.md)
+    if prepared.needs:
+        usage = await ledger.totals(ctx.session, prepared.needs, at=ctx.now, lock=lock)
         request = replace(request, usage=usage)
-    return Gate(decide(policy, request), request, facts)
+    return Gate(prepared.decide(request.usage), request, facts)
 
 
 def denial(decision: Decision, audit_id: str) -> Refusal:

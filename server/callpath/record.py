@@ -26,6 +26,7 @@ from server.audit.redaction import arguments_digest, canonical_json, redact
 from server.auth.principal import Principal
 from server.callpath.answers import Refusal
 from server.callpath.decide import audit_summary
+from server.memo import PerObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +111,7 @@ def build_record(
         "at": at,
         "instance": instance,
         "kind": kind,
-        "subject": principal.subject if principal else None,
-        "client_id": principal.client_id if principal else None,
-        "issuer": principal.issuer if principal else None,
-        "scopes": " ".join(sorted(principal.scopes)) if principal else None,
-        "token_id": principal.token_id if principal else None,
-        "tenant": principal.tenant if principal else None,
-        "actor": principal.actor if principal else None,
+        **(_identity(principal) if principal else _NO_IDENTITY),
         "transport": info.transport,
         "client_address": info.client_address,
         "client_name": info.client_name,
@@ -141,6 +136,26 @@ def build_record(
         "trace_id": trace_id(),
     }
     return _fit_to_columns(record)
+
+
+def _identity_of(principal: Principal) -> dict[str, Any]:
+    return {
+        "subject": principal.subject,
+        "client_id": principal.client_id,
+        "issuer": principal.issuer,
+        "scopes": " ".join(sorted(principal.scopes)),
+        "token_id": principal.token_id,
+        "tenant": principal.tenant,
+        "actor": principal.actor,
+    }
+
+
+_identity: PerObject[Principal, dict[str, Any]] = PerObject(_identity_of)
+"""A record's identity columns, worked out once per principal (the same one comes back for every call with a token;
+it is frozen, and the record copies the columns into a dict of its own)."""
+_IDENTITY_COLUMNS = ("subject", "client_id", "issuer", "scopes", "token_id", "tenant", "actor")
+_NO_IDENTITY: dict[str, Any] = dict.fromkeys(_IDENTITY_COLUMNS)
+"""The identity columns of a record with no principal (a refusal before the token was verified): all empty."""
 
 
 def _fit_to_columns(record: dict[str, Any]) -> dict[str, Any]:
