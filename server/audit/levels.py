@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from sqlalchemy import Text
 from sqlalchemy.engine import URL
 
 from server.audit.chain import LEAF_FIELDS, RECORDS
@@ -46,6 +47,10 @@ from server.storage.database import Database
 PARALLEL_FROM = 200_000
 """Logs this large are scanned in worker processes; smaller ones in this process (a worker costs a start-up)."""
 RANGE_SIZE = 1 << 14
+POSTGRES_CONNECTIONS = 4
+"""Ranges in flight at once on PostgreSQL for a large log: its server processes do the work, wherever that server
+runs, and while this process joins one range's leaves the others keep the server busy (measured on 2 cores: 2
+connections 9.4-9.6 s over 1,000,000 records, 4 connections 7.6-8.3 s; BENCHMARKS.md)."""
 
 
 def _sqlite_query() -> str:
@@ -85,11 +90,19 @@ def _postgres_typed_json() -> str:
     return "pg_catalog.concat(" + ", ".join(parts) + ", '}')"  # one allocation, not one per ||
 
 
+_QUOTES_ESCAPED = frozenset(name for name in LEAF_FIELDS if isinstance(RECORDS.c[name].type, Text))
+"""The columns whose quotes the server escapes: free text and JSON text, where quotes are common. A quote in any
+other column leaves it unescaped, which no canonical form matches: that record is a suspect (rare, and sound)."""
+
+
 def _json_string(column: str) -> str:
-    """``column`` as the body of a JSON string: ``\\`` and ``"`` escaped; control characters are left as they are,
-    so a value holding one gives a text no canonical form is (it escapes them): a suspect, recomputed exactly."""
-    backslash = f"pg_catalog.replace({column}, {_literal(chr(92))}, {_literal(chr(92) * 2)})"
-    return f"pg_catalog.replace({backslash}, {_literal(chr(34))}, {_literal(chr(92) + chr(34))})"
+    """``column`` as the body of a JSON string: ``\\`` doubled always, ``"`` escaped in the text columns. Control
+    characters are left as they are, as are quotes elsewhere: the text then matches no canonical form (which escapes
+    both), and the record is a suspect, recomputed exactly."""
+    escaped = f"pg_catalog.replace({column}, {_literal(chr(92))}, {_literal(chr(92) * 2)})"
+    if column in _QUOTES_ESCAPED:
+        escaped = f"pg_catalog.replace({escaped}, {_literal(chr(34))}, {_literal(chr(92) + chr(34))})"
+    return escaped
 
 
 def _joined(parts: list[str]) -> str:
@@ -103,31 +116,35 @@ def _joined(parts: list[str]) -> str:
 
 def _postgres_json() -> str:
     """The record's canonical JSON, as text, for a table whose columns have the model's types (text, ``bigint``,
-    ``timestamptz``): the keys and punctuation as constants, each text value with ``\\`` and ``"`` escaped by
-    ``replace``, a nullable one as ``"...`` or ``null``. No per-column type lookup, which is what ``to_json`` costs.
+    ``timestamptz``): the keys and punctuation as constants, each text value escaped by ``replace``
+    (:func:`_json_string`), a nullable one as ``"..."`` or ``null``. No per-column type lookup, which is what
+    ``to_json`` costs.
 
-    Whenever the text equals the canonical form the record was committed with, the record is unchanged: each value
-    is either a JSON string whose escapes decode to exactly the column's text, or (holding a control character) a
-    raw control character, which no canonical form contains; so an equal text is a JSON encoding of the current
-    content, and JSON decodes to one value only. A value that would need other escapes, or a ``NOT NULL`` column
-    found null (the whole text is then null), only makes the record a suspect."""
+    Whenever the text equals the canonical form the record was committed with, the record is unchanged. Each key
+    comes with its ``,"key":`` (or ``{"key":``), which a canonical form holds only where that key is (a quote after
+    a comma never occurs inside a JSON string, where every quote follows a backslash), so an equal text holds each
+    value where the canonical form holds it. Backslashes are doubled, so a quote the server left unescaped follows
+    an even run of backslashes, while in a canonical string every quote follows an odd one; and the canonical form
+    escapes every control character. So a value holding an unescaped quote or a raw control character never equals
+    its canonical counterpart, and what can equal it is the JSON escape of the column's text, which decodes to that
+    text alone. A value that needs such an escape, or a ``NOT NULL`` column found null (the whole text is then
+    null), only makes the record a suspect."""
     parts: list[str] = []
     pending = ""
     for position, name in enumerate(LEAF_FIELDS):
-        key = ("{" if position == 0 else ",") + json.dumps(name) + ":"
-        column = RECORDS.c[name]
+        key = pending + ("{" if position == 0 else ",") + json.dumps(name) + ":"
         if name == "at":
-            parts += [_literal(pending + key + '"'), _POSTGRES_AT]
+            parts += [_literal(key + '"'), _POSTGRES_AT]
             pending = '"'
         elif name == "latency_us":
-            parts += [_literal(pending + key), "CAST(latency_us AS pg_catalog.text)"]
+            parts += [_literal(key), "CAST(latency_us AS pg_catalog.text)"]
             pending = ""
-        elif not column.nullable:
-            parts += [_literal(pending + key + '"'), _json_string(name)]
+        elif not RECORDS.c[name].nullable:
+            parts += [_literal(key + '"'), _json_string(name)]
             pending = '"'
-        else:
-            quoted = f"pg_catalog.textcat(pg_catalog.textcat(E'\"', {_json_string(name)}), E'\"')"
-            parts += [_literal(pending + key), f"COALESCE({quoted}, E'null')"]
+        else:  # the key inside each branch: one piece fewer to join
+            quoted = f"pg_catalog.textcat(pg_catalog.textcat({_literal(key + chr(34))}, {_json_string(name)}), E'\"')"
+            parts.append(f"COALESCE({quoted}, {_literal(key + 'null')})")
             pending = ""
     parts.append(_literal(pending + "}"))
     return _joined(parts)
@@ -267,7 +284,7 @@ def _worker_count(db: Database, size: int, workers: int | None) -> int:
         return max(0, workers)
     if size < PARALLEL_FROM or (db.is_sqlite and (db.url.database or ":memory:") == ":memory:"):
         return 0
-    return min(os.cpu_count() or 1, 4)
+    return min(os.cpu_count() or 1, 4) if db.is_sqlite else POSTGRES_CONNECTIONS
 
 
 async def _scan_here(db: Database, query: str, start: int, end: int) -> RangeScan:

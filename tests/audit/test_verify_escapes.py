@@ -19,6 +19,7 @@ from tests.audit.support import append_and_integrate, drop_audit_triggers, execu
 pytestmark = pytest.mark.anyio
 
 QUOTES_AND_BACKSLASHES = 'C:\\temp\\ "quoted" \\"both\\" / caf\u00e9 \u2028 \x7f \U0001f600'
+QUOTED_NAME = 'the "best" client\\'
 BACKSLASHES = "C:\\temp\\new\\n"
 CONTROL = "line one\nline two\ttab \x1b[2J \x01"
 
@@ -30,13 +31,13 @@ def _escaped(value: str) -> str:
 
 async def _log(db: Database) -> None:
     """Eight records; leaf 2 holds quotes and backslashes (in its reason and arguments), leaf 3 backslashes alone
-    (in its subject), leaf 5 control characters."""
+    (in its subject), leaf 4 quotes in a short column (its client name), leaf 5 control characters."""
     await append_and_integrate(db, 2, tenant="acme")
     await append_and_integrate(
         db, 1, tenant="acme", reason=QUOTES_AND_BACKSLASHES, arguments=json.dumps({"note": QUOTES_AND_BACKSLASHES})
     )
     await append_and_integrate(db, 1, tenant="acme", subject=BACKSLASHES)
-    await append_and_integrate(db, 1, tenant="acme")
+    await append_and_integrate(db, 1, tenant="acme", client_name=QUOTED_NAME)
     await append_and_integrate(db, 1, tenant="acme", reason=CONTROL)
     await append_and_integrate(db, 2, tenant="acme")
 
@@ -46,15 +47,19 @@ async def test_records_whose_values_need_json_escapes_verify(db: Database) -> No
     report = await verify_log(db, batch_size=4)
     assert report.ok, report.first_break
     assert report.records == 8
-    if not db.is_sqlite:  # quotes and backslashes written by the server; a control character left to Python
-        assert (await scan_log(db, 8, range_size=4, workers=1)).suspects == [5]
+    if not db.is_sqlite:  # the server escapes quotes in text columns and every backslash; the rest is left to Python
+        assert (await scan_log(db, 8, range_size=4, workers=1)).suspects == [4, 5]
 
 
-@pytest.mark.parametrize("column", ["reason", "subject"])
+@pytest.mark.parametrize("column", ["reason", "subject", "client_name"])
 async def test_a_value_replaced_by_its_own_escaped_text_is_caught(db: Database, column: str) -> None:
     await _log(db)
     await drop_audit_triggers(db)
-    original, index = (QUOTES_AND_BACKSLASHES, 2) if column == "reason" else (BACKSLASHES, 3)
+    original, index = {
+        "reason": (QUOTES_AND_BACKSLASHES, 2),
+        "subject": (BACKSLASHES, 3),
+        "client_name": (QUOTED_NAME, 4),
+    }[column]
     statement = f"UPDATE audit_records SET {column} = :escaped WHERE leaf_index = {index}"  # noqa: S608 - our names
     await execute(db, (statement, {"escaped": _escaped(original)}))
     report = await verify_log(db, batch_size=4)
