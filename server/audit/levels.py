@@ -17,7 +17,7 @@ follows where the CPU is:
   ranges run on several connections at once (the server's processes are the workers), and this process only builds
   the levels above the leaves. A range whose summary shows positions absent or repeated is read again row by row,
   hashed here, and settled as on SQLite. ``to_json`` per column looks up each column's type for every value, and
-  that form costs the server about 1.5x this one a record (BENCHMARKS.md); it is now used only when a content
+  that form costs the server about twice this one a record (BENCHMARKS.md); it is now used only when a content
   column does not have the model's type (:func:`_postgres_queries`): ``replace`` takes text, and a ``char(n)``
   column would reach it with its padding trimmed.
 
