@@ -413,7 +413,7 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         help="parallel scans of the log: processes on SQLite, connections on PostgreSQL "
-        "(default: one per core from 200,000 records; 0: one at a time)",
+        "(default from 200,000 records: one per core on SQLite, 4 on PostgreSQL; 0: one at a time)",
     )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(handler=cmd_verify)
