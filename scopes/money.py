@@ -78,7 +78,16 @@ class Money:
 
     @classmethod
     def from_minor(cls, minor: int, currency: str) -> Money:
-        return cls(Decimal(minor).scaleb(-minor_units(currency)), currency)
+        """``minor`` units (cents for EUR) of ``currency``; raises :class:`MoneyError` for an unknown currency.
+
+        Built without :meth:`__post_init__`'s checks, which an integer count of minor units always passes (finite, and
+        never more decimals than the currency has); the call path builds several of these per call (an order's facts).
+        """
+        amount = Decimal(minor).scaleb(-minor_units(currency))
+        money = object.__new__(cls)
+        object.__setattr__(money, "amount", amount)
+        object.__setattr__(money, "currency", currency)
+        return money
 
     @property
     def minor(self) -> int:

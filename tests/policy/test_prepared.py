@@ -6,11 +6,12 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from scopes.money import MINOR_UNITS, Money
+from scopes.money import MINOR_UNITS, Money, MoneyError
 from scopes.policy import DecisionRequest, decide, ledger_needs, load_policy, prepare
 from scopes.policy.limits import show_units
 from server.policy_runtime import PolicyRuntime
@@ -119,3 +120,13 @@ def test_a_reloaded_policy_words_its_new_window_in_the_notes(tmp_path: Path) -> 
     path.write_text(textwrap.dedent(WINDOW.format(version="v3", window="day")))
     clock[0] = 2.0
     assert "3 more left today after this call" in decide(runtime.current(), request).reason
+
+
+def test_an_amount_built_from_minor_units_is_the_money_its_checked_constructor_builds() -> None:
+    for currency, digits in MINOR_UNITS.items():
+        for minor in (-150_001, -1, 0, 1, 99, 100, 12_345, 10**20 + 7):
+            built = Money.from_minor(minor, currency)
+            checked = Money(Decimal(minor).scaleb(-digits), currency)
+            assert (built, repr(built), built.minor, hash(built)) == (checked, repr(checked), minor, hash(checked))
+    with pytest.raises(MoneyError, match="unknown currency 'XXX'"):
+        Money.from_minor(1, "XXX")
