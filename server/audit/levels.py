@@ -173,10 +173,26 @@ def _postgres_query(data: str) -> str:
     )
 
 
-def _postgres_summary_query(data: str) -> str:
+def _leaf(data: str) -> str:
+    return f"pg_catalog.sha256(pg_catalog.byteacat(E'\\\\x00'::bytea, pg_catalog.convert_to({data}, 'UTF8')))"
+
+
+def _postgres_summary_query(data: str, second: str | None = None) -> str:
     """One row per range, in one pass over it: leaves, distinct positions, first and last, the first leaf of the
-    Merkle log, the positions whose leaf did not match (suspects), and the leaf hashes (32 zero bytes where none)."""
-    leaf = f"pg_catalog.sha256(pg_catalog.byteacat(E'\\\\x00'::bytea, pg_catalog.convert_to({data}, 'UTF8')))"
+    Merkle log, the positions whose leaf did not match (suspects), and the leaf hashes (32 zero bytes where none).
+
+    ``second``: another form of the JSON, hashed only for a record whose ``data`` did not match its leaf hash (so a
+    value the fast form leaves unescaped costs the server one more form, not this process an exact recomputation;
+    either form matching is sound on its own)."""
+    leaf, source = _leaf(data), "audit_records WHERE leaf_index >= %s AND leaf_index < %s"
+    if second is not None:
+        columns = ", ".join(sorted({*LEAF_FIELDS, "hash"}))
+        inner = f"SELECT leaf_index, leaf_hash, {columns}, {leaf} AS fast_leaf FROM {source} OFFSET 0"  # noqa: S608
+        source = f"({inner}) AS fast_form"
+        leaf = (
+            "CASE WHEN leaf_hash IS NULL OR pg_catalog.encode(fast_leaf, 'hex') = leaf_hash THEN fast_leaf "
+            f"ELSE {_leaf(second)} END"
+        )
     matched = "COALESCE(NOT legacy AND pg_catalog.encode(leaf, 'hex') = leaf_hash, false)"
     zero = "E'\\\\x" + "00" * 32 + "'::bytea"
     return (
@@ -186,8 +202,7 @@ def _postgres_summary_query(data: str) -> str:
         f"pg_catalog.array_agg(leaf_index) FILTER (WHERE NOT {matched}), "
         f"pg_catalog.string_agg(COALESCE(leaf, {zero}), ''::bytea ORDER BY leaf_index) "
         "FROM (SELECT leaf_index, leaf_hash, hash IS NOT NULL AND leaf_hash IS NULL AS legacy, "
-        f"{leaf} AS leaf FROM audit_records WHERE leaf_index >= %s AND leaf_index < %s "
-        "OFFSET 0) AS leaves"  # OFFSET 0: the leaf hash computed once per row, not once per aggregate using it
+        f"{leaf} AS leaf FROM {source} OFFSET 0) AS leaves"  # OFFSET 0: each leaf hashed once, not once per use
     )
 
 
@@ -197,7 +212,9 @@ class _PostgresQueries:
     rows: str
 
 
-_FAST = _PostgresQueries(_postgres_summary_query(_postgres_json()), _postgres_query(_postgres_json()))
+_FAST = _PostgresQueries(
+    _postgres_summary_query(_postgres_json(), _postgres_typed_json()), _postgres_query(_postgres_json())
+)
 _TYPED = _PostgresQueries(_postgres_summary_query(_postgres_typed_json()), _postgres_query(_postgres_typed_json()))
 
 
