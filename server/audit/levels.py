@@ -13,7 +13,9 @@ follows where the CPU is:
 - PostgreSQL builds the JSON in its own server processes, and that is most of the cost. So the server hashes it too
   (``sha256``, PostgreSQL 11 and later), compares it with the stored leaf hash, and hands over one row per range:
   how many leaves, distinct positions, the first and last index, the first leaf of the Merkle log, the positions
-  whose leaf did not match (the suspects, settled exactly by the caller), and the leaf hashes concatenated. The
+  whose leaf did not match (the suspects, settled exactly by the caller), and the leaf hashes concatenated. A
+  record the fast form does not match is hashed again, in the server, in the ``to_json`` form before it is called
+  a suspect. The
   ranges run on several connections at once (the server's processes are the workers), and this process only builds
   the levels above the leaves. A range whose summary shows positions absent or repeated is read again row by row,
   hashed here, and settled as on SQLite. ``to_json`` per column looks up each column's type for every value, and
