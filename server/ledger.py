@@ -252,7 +252,11 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
         return
     entries: list[dict[str, object]] = []
     slots: dict[tuple[str, str, str, str], int] = {}
-    for spend in sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window)):
+    ordered = sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window))
+    keys = {(s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window) for s in ordered}
+    # distinct buckets: their updates change distinct rows, so they may go in one statement (prepared._groups)
+    disjoint = "ledger_buckets" if len(keys) == len(ordered) else None
+    for spend in ordered:
         key = spend.ledger
         params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
         conflict = f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}"
@@ -261,7 +265,7 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
         else:
             statement = _ADD_NOW
         # sent with the call's other writes (one round trip on PostgreSQL); a spend that no longer fits fails it
-        await defer(session, statement, params, expect=1, mismatch=_conflict(conflict))
+        await defer(session, statement, params, expect=1, mismatch=_conflict(conflict), disjoint=disjoint)
         entries.append(
             {
                 "budget": key.budget,
@@ -304,7 +308,7 @@ async def _add_to_slots(session: AsyncSession, slots: dict[tuple[str, str, str, 
     """Add to the rolling sub-totals, one upsert per slot in one round trip (under the decision's anchor lock)."""
     rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
     dialect = "sqlite" if session.bind is not None and session.bind.dialect.name == "sqlite" else "postgresql"
-    await defer_many(session, _ADD_TO_SLOT[dialect], rows)
+    await defer_many(session, _ADD_TO_SLOT[dialect], rows, distinct=True)  # one row per slot: keys distinct
 
 
 async def backfill_window_totals(connection: AsyncConnection) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from server.ledger import LedgerEntry
+from server.ledger import _ADD_TO_SLOT, LedgerBucket, LedgerEntry, LedgerWindowTotal
 from server.storage.database import Database
 from server.storage.prepared import Prepared, defer, defer_many, run, run_many
 
@@ -145,3 +145,84 @@ async def test_a_queued_write_is_sent_by_whatever_commits_its_transaction(db: Da
         return int((await run(session, TOTAL, {"budget": "daily"})).scalar())
 
     assert await db.run_in_transaction(total) == 150
+
+
+# --- queued writes merged into one statement on PostgreSQL (server.storage.prepared._groups) -----------------------
+
+BUCKETS = LedgerBucket.__table__  # type: ignore[attr-defined]
+SLOTS = LedgerWindowTotal.__table__  # type: ignore[attr-defined]
+INSERT_BUCKET = Prepared(insert(BUCKETS))
+ADD_TO_BUCKET = Prepared(
+    update(BUCKETS).where(BUCKETS.c.holder == bindparam("k_holder")).values(spent=BUCKETS.c.spent + bindparam("k_x"))
+)
+SLOT_TOTAL = Prepared(select(func.coalesce(func.sum(SLOTS.c.spent), 0)))
+
+
+def _queued(sql_of: Prepared, *, disjoint: str | None = None) -> Any:
+    from server.storage.prepared import _Write
+
+    return _Write("", {}, False, None, None, sql_of.merge, disjoint)
+
+
+def test_a_queued_write_that_names_a_table_an_earlier_one_wrote_goes_in_a_statement_after_it() -> None:
+    from server.storage.prepared import _groups
+
+    insert_entry, double = _queued(INSERT_ENTRY), _queued(DOUBLE)
+    insert_bucket = _queued(INSERT_BUCKET)
+    assert _groups([insert_entry, insert_bucket]) == [[insert_entry, insert_bucket]]  # two tables: one statement
+    assert _groups([insert_entry, double]) == [[insert_entry], [double]]  # DOUBLE reads what the insert wrote
+    assert _groups([double, insert_entry]) == [[double], [insert_entry]]  # two writes to one table
+    first, second = _queued(ADD_TO_BUCKET, disjoint="buckets"), _queued(ADD_TO_BUCKET, disjoint="buckets")
+    assert _groups([first, second]) == [[first, second]]  # promised distinct rows
+    assert _groups([first, _queued(ADD_TO_BUCKET)]) == [[first], [_queued(ADD_TO_BUCKET)]]
+
+
+def _bucket(holder: str) -> dict[str, Any]:
+    at = datetime.now(UTC)
+    return {"budget": "daily", "holder": holder, "unit": "EUR", "period": "2026-12-02", "spent": 0, "updated_at": at}
+
+
+async def test_queued_writes_to_several_tables_each_change_what_they_must_or_the_whole_transaction_fails(
+    db: Database,
+) -> None:
+    async def setup(session: Any) -> None:
+        await run_many(session, INSERT_BUCKET, [_bucket("a"), _bucket("b")])
+
+    await db.run_in_transaction(setup)
+
+    async def work(session: Any, holders: tuple[str, ...]) -> None:
+        await defer_many(session, INSERT_ENTRY, [_entry(f"aud_m{n}", 10, datetime.now(UTC)) for n in range(3)])
+        for holder in holders:
+            await defer(
+                session,
+                ADD_TO_BUCKET,
+                {"k_holder": holder, "k_x": 5},
+                expect=1,
+                mismatch=lambda n: Mismatched(f"changed {n}"),
+                disjoint="buckets",
+            )
+
+    async def totals(session: Any) -> tuple[int, int]:
+        entries = int((await run(session, TOTAL, {"budget": "daily"})).scalar())
+        spent = (await run(session, Prepared(select(func.sum(BUCKETS.c.spent))))).scalar()
+        return entries, int(spent)
+
+    await db.run_in_transaction(lambda session: work(session, ("a", "b")))
+    assert await db.run_in_transaction(totals) == (30, 10)
+    with pytest.raises(Mismatched, match="changed 0"):  # the last write of the statement finds no row
+        await db.run_in_transaction(lambda session: work(session, ("a", "nobody")))
+    assert await db.run_in_transaction(totals) == (30, 10)  # nothing of that transaction was kept
+
+
+async def test_queued_upserts_add_up_whether_their_keys_are_distinct_or_repeat(db: Database) -> None:
+    upsert = _ADD_TO_SLOT["sqlite" if db.is_sqlite else "postgresql"]
+
+    def slot(name: str, spent: int) -> dict[str, Any]:
+        return {"budget": "rolling", "holder": "agent", "unit": "EUR", "slot": name, "spent": spent}
+
+    async def work(session: Any) -> int:
+        await defer_many(session, upsert, [slot("d1", 1), slot("h1", 2)], distinct=True)
+        await defer_many(session, upsert, [slot("d1", 10), slot("d1", 20)])  # one key twice: not one INSERT
+        return int((await run(session, SLOT_TOTAL)).scalar())
+
+    assert await db.run_in_transaction(work) == 33
