@@ -10,6 +10,7 @@ that the server aborts for a serialization failure or deadlock (SQLSTATE 40001 /
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage import sqlite
 from server.storage.prepared import flush_deferred
+from server.storage.sqlite_writer import HeldWriter, WriterUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ def _is_retryable(exc: BaseException) -> bool:
         # SQLite: another process holds the write lock beyond busy_timeout.
         if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
             return True
-    return False
+    # SQLite, from a statement run on the driver (the held writer's BEGIN IMMEDIATE, a prepared statement)
+    return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
 
 
 class Database:
@@ -89,9 +92,11 @@ class Database:
         # busy handler still arbitrates between processes that share the file.
         self._write_lock: anyio.Lock | None = None
         self._checkpoints: sqlite.Checkpoints | None = None
+        self._writer: HeldWriter | None = None
         if self.is_sqlite:
             self._write_lock = anyio.Lock(fast_acquire=True)
             self._checkpoints = sqlite.configure(self.engine, self._write_lock)
+            self._writer = HeldWriter(self.engine, self._checkpoints)
 
     @property
     def safe_url(self) -> str:
@@ -99,8 +104,11 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
     async def dispose(self) -> None:
+        """Close every connection: the engine may open new ones afterwards (:meth:`AsyncEngine.dispose`)."""
         if self._checkpoints is not None:
             await self._checkpoints.finish()
+        if self._writer is not None:
+            await self._writer.close()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -138,6 +146,12 @@ class Database:
                 result = await work(session)
                 await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
                 return result
+        writer = self._writer
+        if writer is not None and not writer.unavailable:
+            try:
+                return await writer.run(work)  # one held connection, its edges straight to sqlite3
+            except WriterUnavailable:
+                pass  # not in WAL mode: a pooled session, as below, from now on
         # SQLite: the session is closed in this task. ``async with AsyncSession`` closes it in a task of its own
         # (shielded from cancellation), which hands the event loop to other work while this process's writer queue
         # is still held; after a commit the close has nothing to undo and never waits (server.storage.sqlite).

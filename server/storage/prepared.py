@@ -186,6 +186,15 @@ async def _driver(session: AsyncSession) -> _Driver:
     return driver
 
 
+def bind_driver(session: AsyncSession, dialect: Dialect, connection: sqlite3.Connection) -> None:
+    """Hand the session's statements a ``sqlite3`` connection whose transaction the caller has already begun.
+
+    For :class:`server.storage.sqlite_writer.HeldWriter`: the session is bound to that connection, so once the ORM
+    begins a transaction of its own on it, :func:`_driver` finds the same connection again through the session.
+    """
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), _Driver(dialect, connection, True))
+
+
 def _values(form: _Form, params: Mapping[str, Any]) -> Any:
     if not form.required <= params.keys():
         missing = ", ".join(sorted(form.required - params.keys()))

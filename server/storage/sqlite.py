@@ -81,14 +81,17 @@ def configure(engine: AsyncEngine, writers: anyio.Lock) -> Checkpoints:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         driver = connection.connection.dbapi_connection
-        if driver is not None and _begin_inline(driver):
+        raw = sqlite3_in_wal(driver)
+        if raw is not None and raw.in_transaction:
+            return  # the held writer's BEGIN IMMEDIATE is open: the ORM's work joins it (server.storage.sqlite_writer)
+        if driver is not None and begin_inline(driver):
             return
         connection.exec_driver_sql("BEGIN IMMEDIATE")  # on aiosqlite's thread, waiting in the busy handler
 
     return checkpoints
 
 
-def _sqlite3_in_wal(dbapi_connection: Any) -> sqlite3.Connection | None:
+def sqlite3_in_wal(dbapi_connection: Any) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under SQLAlchemy's adapter, when its database is in WAL mode."""
     connection = getattr(dbapi_connection, "_connection", None)
     if connection is None or connection not in _IN_WAL:
@@ -104,9 +107,9 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "database is locked" in str(exc)  # pragma: no cover - an sqlite3 without error codes
 
 
-def _begin_inline(dbapi_connection: Any) -> bool:
+def begin_inline(dbapi_connection: Any) -> bool:
     """Take the write lock on the loop's thread if it is free at once; ``False`` when another connection holds it."""
-    raw = _sqlite3_in_wal(dbapi_connection)
+    raw = sqlite3_in_wal(dbapi_connection)
     if raw is None:
         return False
     raw.execute("PRAGMA busy_timeout=0")
@@ -149,7 +152,7 @@ class Checkpoints:
         """Checkpoints completed (for tests and the bench)."""
 
     def commit(self, dbapi_connection: Any) -> None:
-        raw = _sqlite3_in_wal(dbapi_connection)
+        raw = sqlite3_in_wal(dbapi_connection)
         if raw is None:
             dbapi_connection.commit()
             return
@@ -191,7 +194,7 @@ class Checkpoints:
 
 
 def _rollback(dbapi_connection: Any) -> None:
-    raw = _sqlite3_in_wal(dbapi_connection)
+    raw = sqlite3_in_wal(dbapi_connection)
     if raw is None:
         dbapi_connection.rollback()
     elif raw.in_transaction:
@@ -211,7 +214,20 @@ def _terminate(dbapi_connection: Any) -> None:
     if not in_greenlet():
         dbapi_connection.terminate()
         return
-    closing = asyncio.ensure_future(dbapi_connection.driver_connection.close())
+    closing = asyncio.ensure_future(_roll_back_and_close(dbapi_connection.driver_connection))
     _CLOSING.add(closing)
     closing.add_done_callback(_CLOSING.discard)
     await_(asyncio.shield(closing))
+
+
+async def _roll_back_and_close(connection: Any) -> None:
+    """Roll back, then close, on the connection's own thread, after whatever statement it is still running.
+
+    A ``sqlite3`` connection closed while a cursor still holds its interrupted statement stays open underneath
+    until that cursor is collected, and keeps its write lock meanwhile; the rollback ends the transaction first.
+    """
+    try:
+        await connection.rollback()
+    except Exception:  # the close below is what matters; a failed rollback changes nothing
+        logger.debug("rolling back a terminated SQLite connection failed", exc_info=True)
+    await connection.close()

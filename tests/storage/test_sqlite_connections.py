@@ -134,27 +134,47 @@ async def test_a_commit_that_fails_raises_and_leaves_nothing_written(db: Databas
         await db.dispose()
 
 
-async def test_the_write_ahead_log_is_checkpointed_beside_the_commits_and_stays_bounded(
+async def test_the_write_ahead_log_is_checkpointed_beside_the_commits_and_starts_over_after_each_checkpoint(
     db: Database, tmp_path: Path
 ) -> None:
-    commits = 5 * Checkpoints.EVERY
+    rounds = 5
     body = "x" * 3000  # about a page a commit
+    wal = tmp_path / "edges.db-wal"
 
     async def work(session: AsyncSession) -> None:
         await prepared.run(session, ADD_NOTE, {"body": body})
 
+    checkpoints = db._checkpoints
+    assert checkpoints is not None
+    restarts: list[int] = []
+    commits = 0
+
+    async def commit() -> None:
+        nonlocal commits
+        await db.run_in_transaction(work)
+        commits += 1
+        await anyio.lowlevel.checkpoint()  # as a server's event loop turns between two requests
+
     try:
-        for _ in range(commits):
-            await db.run_in_transaction(work)
-            await anyio.lowlevel.checkpoint()  # as a server's event loop turns between two requests
-        checkpoints = db._checkpoints
-        assert checkpoints is not None
-        await checkpoints.finish()
-        assert checkpoints.done >= 4
-        wal_pages = (tmp_path / "edges.db-wal").stat().st_size // 4096
-        assert wal_pages < commits, "the log grew with every commit: its checkpoints never caught up"
+        for round_ in range(1, rounds + 1):
+            for _ in range(Checkpoints.EVERY):
+                await commit()  # the last of these starts the round's checkpoint
+            while checkpoints.done < round_:
+                await commit()  # writers go on while it runs: a checkpoint that only raced them never catches up
+            await commit()  # the first commit after a complete checkpoint starts the log over
+            restarts.append(_wal_restarts(wal))
+        assert checkpoints.done == rounds
+        assert restarts == sorted(set(restarts)), f"the log did not start over after every checkpoint: {restarts}"
         async with db.session() as session:
             connection = await session.connection()
             assert (await connection.execute(text("SELECT count(*) FROM notes"))).scalar_one() == commits
     finally:
         await db.dispose()
+
+
+def _wal_restarts(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number, which SQLite increments each time it starts the log over
+    (SQLite file format, section 4.1, "WAL File Format")."""
+    with wal.open("rb") as log:
+        header = log.read(16)
+    return int.from_bytes(header[12:16], "big")

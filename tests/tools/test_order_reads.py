@@ -26,7 +26,7 @@ async def test_a_refund_reads_and_locks_its_order_once_and_still_sees_it_under_t
         dbapi_connection.driver_connection._conn.set_trace_callback(statements.append)
 
     engine = harness.mandate.db.engine.sync_engine
-    await harness.mandate.db.engine.dispose()  # every connection from here on is traced
+    await harness.mandate.db.dispose()  # every connection from here on is traced, the held writer's too
     event.listen(engine, "connect", trace)
     try:
         async with harness.client("refunds") as client:
