@@ -109,6 +109,7 @@ class Database:
             await self._checkpoints.finish()
         if self._writer is not None:
             await self._writer.close()
+            await sqlite.closes_finished()
         await self.engine.dispose()
 
     @asynccontextmanager

@@ -220,6 +220,14 @@ def _terminate(dbapi_connection: Any) -> None:
     await_(asyncio.shield(closing))
 
 
+async def closes_finished() -> None:
+    """Wait for the closes of terminated connections still running on this event loop (before a dispose ends)."""
+    loop = asyncio.get_running_loop()
+    pending = {closing for closing in _CLOSING if closing.get_loop() is loop}
+    if pending:
+        await asyncio.wait(pending)
+
+
 async def _roll_back_and_close(connection: Any) -> None:
     """Roll back, then close, on the connection's own thread, after whatever statement it is still running.
 
