@@ -147,7 +147,7 @@ async def test_a_queued_write_is_sent_by_whatever_commits_its_transaction(db: Da
     assert await db.run_in_transaction(total) == 150
 
 
-# --- queued writes merged into one statement on PostgreSQL (server.storage.prepared._groups) -----------------------
+# --- queued writes merged into one statement on PostgreSQL (server.storage.merged_writes.groups) ---------------------
 
 BUCKETS = LedgerBucket.__table__  # type: ignore[attr-defined]
 SLOTS = LedgerWindowTotal.__table__  # type: ignore[attr-defined]
@@ -159,22 +159,22 @@ SLOT_TOTAL = Prepared(select(func.coalesce(func.sum(SLOTS.c.spent), 0)))
 
 
 def _queued(sql_of: Prepared, *, disjoint: str | None = None) -> Any:
-    from server.storage.prepared import _Write
+    from server.storage.merged_writes import Write
 
-    return _Write("", {}, False, None, None, sql_of.merge, disjoint)
+    return Write("", {}, False, None, None, sql_of.merge, disjoint)
 
 
 def test_a_queued_write_that_names_a_table_an_earlier_one_wrote_goes_in_a_statement_after_it() -> None:
-    from server.storage.prepared import _groups
+    from server.storage.merged_writes import groups
 
     insert_entry, double = _queued(INSERT_ENTRY), _queued(DOUBLE)
     insert_bucket = _queued(INSERT_BUCKET)
-    assert _groups([insert_entry, insert_bucket]) == [[insert_entry, insert_bucket]]  # two tables: one statement
-    assert _groups([insert_entry, double]) == [[insert_entry], [double]]  # DOUBLE reads what the insert wrote
-    assert _groups([double, insert_entry]) == [[double], [insert_entry]]  # two writes to one table
+    assert groups([insert_entry, insert_bucket]) == [[insert_entry, insert_bucket]]  # two tables: one statement
+    assert groups([insert_entry, double]) == [[insert_entry], [double]]  # DOUBLE reads what the insert wrote
+    assert groups([double, insert_entry]) == [[double], [insert_entry]]  # two writes to one table
     first, second = _queued(ADD_TO_BUCKET, disjoint="buckets"), _queued(ADD_TO_BUCKET, disjoint="buckets")
-    assert _groups([first, second]) == [[first, second]]  # promised distinct rows
-    assert _groups([first, _queued(ADD_TO_BUCKET)]) == [[first], [_queued(ADD_TO_BUCKET)]]
+    assert groups([first, second]) == [[first, second]]  # promised distinct rows
+    assert groups([first, _queued(ADD_TO_BUCKET)]) == [[first], [_queued(ADD_TO_BUCKET)]]
 
 
 def _bucket(holder: str) -> dict[str, Any]:

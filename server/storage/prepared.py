@@ -26,25 +26,21 @@ these statements with ORM objects of the same rows in one transaction.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from psycopg import AsyncRawCursor
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.sql.selectable import CTE, TableClause
-from sqlalchemy.sql.util import find_tables
-from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from server.storage.merged_writes import Merge, Mismatch, Write, check, merge_of, send
 
 Processor = Callable[[Any], Any]
 Row = tuple[Any, ...]
@@ -81,14 +77,14 @@ class Prepared:
             statement, "_values", None
         )
         """An ``INSERT`` built without values: compiled for the columns it is given."""
-        self._merge: _Merge | bool | None = False
+        self._merge: Merge | bool | None = False
 
     @property
-    def merge(self) -> _Merge | None:
+    def merge(self) -> Merge | None:
         """What a queued write of this statement reads and writes, or ``None`` when it must go alone."""
         if self._merge is False:
-            self._merge = _merge_of(self.statement)
-        return cast("_Merge | None", self._merge)
+            self._merge = merge_of(self.statement)
+        return cast("Merge | None", self._merge)
 
     def form(self, dialect: Dialect, keys: tuple[str, ...] | None = None) -> _Form:
         """The statement for ``dialect``; ``keys``: the columns an ``INSERT`` without values is given."""
@@ -123,30 +119,6 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] |
         row = namedtuple("Row", labels)._make  # type: ignore[attr-defined]
     names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None
     return _Form(compiled.string, names, tuple(binds), fixed, frozenset(required), tuple(results), row)
-
-
-@dataclass(frozen=True, slots=True)
-class _Merge:
-    """The tables a write names (reads or writes) and the one it writes: whether it may share a statement."""
-
-    tables: frozenset[str]
-    target: str
-
-
-def _merge_of(statement: ClauseElement) -> _Merge | None:
-    """An ``INSERT``, ``UPDATE`` or ``DELETE`` built only of Core elements; anything else (a ``text`` fragment,
-    whose tables cannot be seen, a ``RETURNING``, a ``WITH``) goes to the server as a statement of its own."""
-    if not getattr(statement, "is_dml", False) or bool(getattr(statement, "_returning", None)):
-        return None
-    if getattr(statement, "_independent_ctes", ()) or any(
-        isinstance(element, TextClause | CTE) for element in iterate(statement)
-    ):
-        return None
-    target = getattr(statement, "table", None)
-    if not isinstance(target, TableClause):
-        return None
-    tables = frozenset(table.fullname for table in find_tables(statement, include_crud=True))
-    return _Merge(tables | {target.fullname}, target.fullname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,32 +278,14 @@ async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Map
 _DEFERRED = "mandate.prepared.deferred"
 """``Session.info`` key: the transaction's queued writes (:func:`defer`)."""
 
-Mismatch = Callable[[int], Exception]
-"""Makes the error for a write that changed another number of rows than expected, given the number it changed."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    sql: str
-    values: Any
-    many: bool
-    expect: int | None
-    mismatch: Mismatch | None
-    merge: _Merge | None
-    """What it reads and writes, when it may share a statement with the writes around it (:func:`_groups`)."""
-    disjoint: str | None = None
-    """Writes with the same tag change distinct rows of their table (the ledger's buckets, by their unique key)."""
-    distinct: bool = False
-    """The rows of a ``many`` write never meet the same key (its ``ON CONFLICT`` may take them in one ``INSERT``)."""
-
-
-def _queue(session: AsyncSession) -> list[_Write]:
+def _queue(session: AsyncSession) -> list[Write]:
     transaction = session.sync_session.get_transaction()
     held = session.info.get(_DEFERRED)
     if held is None or held[0] is not transaction:
         held = (transaction, [])
         session.info[_DEFERRED] = held
-    queue: list[_Write] = held[1]
+    queue: list[Write] = held[1]
     return queue
 
 
@@ -340,13 +294,6 @@ def _queued(session: AsyncSession, driver: _Driver) -> bool:
         return False
     held = session.info.get(_DEFERRED)
     return held is not None and bool(held[1]) and held[0] is session.sync_session.get_transaction()
-
-
-def _check(write: _Write, rowcount: int) -> None:
-    if write.expect is not None and rowcount != write.expect:
-        if write.mismatch is not None:
-            raise write.mismatch(rowcount)
-        raise RuntimeError(f"a write changed {rowcount} rows, not {write.expect}")
 
 
 async def defer(
@@ -375,9 +322,9 @@ async def defer(
     if driver.sqlite:
         rowcount = driver.connection.execute(form.sql, values).rowcount
         if expect is not None and rowcount != expect:
-            _check(_Write(form.sql, values, False, expect, mismatch, None), rowcount)
+            check(Write(form.sql, values, False, expect, mismatch, None), rowcount)
         return
-    _queue(session).append(_Write(form.sql, values, False, expect, mismatch, prepared.merge, disjoint))
+    _queue(session).append(Write(form.sql, values, False, expect, mismatch, prepared.merge, disjoint))
 
 
 async def defer_many(
@@ -397,7 +344,7 @@ async def defer_many(
     if driver.sqlite:
         driver.connection.executemany(form.sql, values)
         return
-    _queue(session).append(_Write(form.sql, values, True, None, None, prepared.merge, distinct=distinct))
+    _queue(session).append(Write(form.sql, values, True, None, None, prepared.merge, distinct=distinct))
 
 
 async def flush_deferred(session: AsyncSession) -> None:
@@ -405,234 +352,14 @@ async def flush_deferred(session: AsyncSession) -> None:
     await _send_queued(session.sync_session)
 
 
-# --- the queued writes in as few statements as they allow ---------------------------------------------------------
-#
-# psycopg costs some 60 us of Python per command, several times what the server spends on one of these writes. So
-# the queued writes go, where nothing can tell the difference, as ONE statement of data-modifying CTEs:
-#
-#     WITH w0 AS (UPDATE ... RETURNING 1), w1 AS (INSERT ... VALUES (...), (...)), ...
-#     SELECT (SELECT count(*) FROM w0), ...
-#
-# The server runs a statement's CTEs against one snapshot and in no set order, and does not let one see another's
-# changes; a row changed by two of them has one change lost. A write therefore joins a group only if no table it
-# names (reads or writes) is written by a write already in it; in the queue's order it would have seen that write,
-# in one statement it would not. (The other way round is the same either way: an earlier write never saw a later
-# one.) Writes tagged ``disjoint`` alike may share their table, because they change distinct rows. Row-level
-# triggers and constraints still fire per row, and a failing CTE fails the whole statement, so the transaction
-# fails exactly as before. Each checked write returns its row count, checked here after the round trip as before.
-
-_PLACEHOLDER = re.compile(r"%(?:%|\(([^)]*)\)s)")
-
-
-def _names(sql: str) -> frozenset[str] | None:
-    """The ``%(name)s`` placeholders of ``sql``; ``None`` when it holds a ``%`` or ``$`` of another kind."""
-    names = frozenset(match.group(1) for match in _PLACEHOLDER.finditer(sql) if match.group(1) is not None)
-    if "%" in _PLACEHOLDER.sub("", sql) or "$" in sql:
-        return None
-    return names
-
-
-def _values_clause(sql: str) -> tuple[int, int] | None:
-    """Where the one ``VALUES (...)`` row of a compiled ``INSERT`` starts and ends, or ``None``."""
-    start = sql.find(") VALUES (")
-    if not sql.startswith("INSERT INTO ") or start < 0:
-        return None
-    start += len(") VALUES ")
-    depth = 0
-    for index in range(start, len(sql)):
-        if sql[index] == "(":
-            depth += 1
-        elif sql[index] == ")":
-            depth -= 1
-            if depth == 0:
-                return start, index + 1
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """How one write goes into a merged statement: its SQL (for a ``many``, around the one row it repeats), the
-    names of its parameters, and what follows it so that it returns its rows when its row count is checked."""
-
-    head: str
-    row: str
-    tail: str
-    names: frozenset[str]
-    returning: str
-
-
-_PARTS: dict[tuple[str, bool, bool, bool], _Part | None] = {}
-
-
-def _part(write: _Write) -> _Part | None:
-    """``None``: the write goes as a statement of its own."""
-    key = (write.sql, write.many, write.distinct, write.expect is not None)
-    if key in _PARTS:
-        return _PARTS[key]
-    part: _Part | None = None
-    names = _names(write.sql)
-    # an INSERT compiled for PostgreSQL may return its key already (SQLAlchemy's implicit RETURNING)
-    returning = " RETURNING 1" if write.expect is not None and " RETURNING " not in write.sql else ""
-    if names is None:
-        pass
-    elif not write.many:
-        part = _Part(write.sql, "", "", names, returning)
-    elif write.distinct or " ON CONFLICT " not in write.sql:
-        clause = _values_clause(write.sql)
-        if clause is not None:
-            start, end = clause
-            head, row, tail = write.sql[:start], write.sql[start:end], write.sql[end:]
-            if not _names(head + tail):  # placeholders only in the row it repeats
-                part = _Part(head, row, tail, names, returning)
-    if len(_PARTS) < 4096:
-        _PARTS[key] = part
-    return part
-
-
-def _fits(write: _Write, part: _Part | None) -> bool:
-    if part is None or write.merge is None:
-        return False
-    if write.many:
-        return all(part.names <= row.keys() for row in write.values)
-    return bool(part.names <= write.values.keys())
-
-
-def _groups(writes: Sequence[_Write]) -> list[list[_Write]]:
-    """The queue cut into runs that may each go as one statement (a write that may not is a run of its own)."""
-    groups: list[list[_Write]] = []
-    written: dict[str, str | None] = {}  # table -> the disjoint tag its writers in the current group share
-    current: list[_Write] | None = None
-    for write in writes:
-        merge = write.merge
-        if merge is None or not _fits(write, _part(write)):
-            groups.append([write])
-            current = None
-            continue
-        if current is not None:
-            clash = merge.tables & written.keys()
-            if clash and not (
-                clash == {merge.target} and write.disjoint is not None and written[merge.target] == write.disjoint
-            ):
-                current = None
-        if current is None:
-            current = []
-            groups.append(current)
-            written = {}
-        current.append(write)
-        written.setdefault(merge.target, write.disjoint)
-    return groups
-
-
-_Source = tuple[int, int, str]
-"""Where a merged statement's parameter comes from: the write's place in the group, its row (-1: not a
-``many``), and the parameter's name."""
-_MERGED: dict[tuple[tuple[str, int, bool, bool], ...], tuple[str, tuple[_Source, ...]]] = {}
-
-
-def _merged(group: Sequence[_Write]) -> tuple[str, list[Any]]:
-    """The one statement of ``group``'s writes and its parameters.
-
-    Its placeholders are PostgreSQL's own (``$1``), run on a raw cursor: psycopg parses a ``%(name)s`` query for its
-    placeholders on every execution once it is longer than 4,096 characters or has more than 50 parameters (it
-    caches only smaller ones), and a refund's merged writes are both."""
-    key = tuple(
-        (write.sql, len(write.values) if write.many else -1, write.distinct, write.expect is not None)
-        for write in group
-    )
-    found = _MERGED.get(key)
-    if found is None:
-        found = _merge_sql(group)
-        if len(_MERGED) < 1024:
-            _MERGED[key] = found
-    sql, sources = found
-    return sql, [
-        group[index].values[name] if row < 0 else group[index].values[row][name] for index, row, name in sources
-    ]
-
-
-def _merge_sql(group: Sequence[_Write]) -> tuple[str, tuple[_Source, ...]]:
-    numbers: dict[_Source, int] = {}
-
-    def numbered(text: str, index: int, row: int) -> str:
-        def number(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name is None:
-                return "%"  # psycopg's escaped percent; a raw query takes it as it is
-            return f"${numbers.setdefault((index, row, name), len(numbers) + 1)}"
-
-        return _PLACEHOLDER.sub(number, text)
-
-    ctes: list[str] = []
-    counts: list[str] = []
-    for index, write in enumerate(group):
-        part = _part(write)
-        assert part is not None  # _groups made the group of writes that have one
-        if write.many:
-            rows = ", ".join(numbered(part.row, index, row) for row in range(len(write.values)))
-            body = part.head + rows + part.tail
-        else:
-            body = numbered(part.head, index, -1)
-        ctes.append(f"w{index} AS ({body}{part.returning})")
-        if write.expect is not None:
-            counts.append(f"(SELECT count(*) FROM w{index})")  # noqa: S608 - compiled statements, no values
-    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(counts) or '1'}"
-    return sql, tuple(numbers)
-
-
 async def _send_queued(sync: Session) -> None:
     held = sync.info.get(_DEFERRED)
     if held is None or not held[1] or held[0] is not sync.get_transaction():
         return
-    writes: list[_Write] = held[1]
+    writes: list[Write] = held[1]
     sync.info.pop(_DEFERRED, None)
     driver = sync.info[_DRIVER][1]  # found by the statement that queued the first write, in this transaction
-    connection = driver.connection
-    groups = _groups(writes)
-    if len(groups) == 1:
-        await _send_group(connection, groups[0])
-        return
-    sent: list[tuple[list[_Write], Any]] = []
-    async with connection.pipeline():
-        for group in groups:
-            sent.append((group, await _start_group(connection, group)))
-    for group, cursor in sent:
-        await _finish_group(group, cursor)
-
-
-async def _send_group(connection: Any, group: list[_Write]) -> None:
-    await _finish_group(group, await _start_group(connection, group))
-
-
-def _is_merged(group: list[_Write]) -> bool:
-    """Whether ``group`` goes as a merged statement (several writes, or one ``many`` as one multi-row ``INSERT``)."""
-    return len(group) > 1 or (group[0].many and _fits(group[0], _part(group[0])))
-
-
-async def _start_group(connection: Any, group: list[_Write]) -> Any:
-    if _is_merged(group):
-        sql, params = _merged(group)
-        raw = AsyncRawCursor(connection)
-        await raw.execute(sql, params)
-        return raw
-    cursor = connection.cursor()
-    if group[0].many:
-        await cursor.executemany(group[0].sql, group[0].values)
-    else:
-        await cursor.execute(group[0].sql, group[0].values)
-    return cursor
-
-
-async def _finish_group(group: list[_Write], cursor: Any) -> None:
-    try:
-        if _is_merged(group):
-            checked = [write for write in group if write.expect is not None]
-            counts = await cursor.fetchone() if checked else None
-            for write, count in zip(checked, counts or (), strict=True):
-                _check(write, int(count))
-        else:
-            _check(group[0], cursor.rowcount)
-    finally:
-        await cursor.close()
+    await send(driver.connection, writes)
 
 
 @event.listens_for(Session, "before_commit")
