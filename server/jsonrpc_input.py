@@ -67,31 +67,38 @@ def strict_loads(body: bytes | str) -> Any:
 
 def check_message(body: bytes | str) -> Problem | None:
     """``None`` when ``body`` is one unambiguous JSON-RPC message; otherwise the error to answer with."""
+    return read_message(body)[1]
+
+
+def read_message(body: bytes | str) -> tuple[dict[str, Any] | None, Problem | None]:
+    """:func:`check_message` and the message it accepted, parsed once: ``(message, None)`` or ``(None, problem)``."""
     try:
         value = strict_loads(body)
     except DuplicateMember as exc:
-        return Problem(
+        return None, Problem(
             PARSE_ERROR,
             f"Parse error: the member {_shown(str(exc))} appears more than once in one object; duplicate names "
             "are ambiguous, so the message was not read and nothing was done",
         )
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return Problem(PARSE_ERROR, "Parse error: the message is not valid JSON, so nothing was done")
+        return None, Problem(PARSE_ERROR, "Parse error: the message is not valid JSON, so nothing was done")
     if not isinstance(value, dict):
         kind = "an array (batches are not part of MCP)" if isinstance(value, list) else "not an object"
-        return Problem(INVALID_REQUEST, f"Invalid Request: the message is {kind}; send one JSON-RPC request object")
+        return None, Problem(
+            INVALID_REQUEST, f"Invalid Request: the message is {kind}; send one JSON-RPC request object"
+        )
     try:
         types.jsonrpc_message_adapter.validate_python(value, by_name=False)
     except ValidationError:
         request_id = value.get("id")
         known_id = request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
-        return Problem(
+        return None, Problem(
             INVALID_REQUEST,
             'Invalid Request: not a JSON-RPC 2.0 message (it needs "jsonrpc": "2.0" and a string "method", or a '
             "response's result or error)",
             known_id,
         )
-    return None
+    return value, None
 
 
 def _shown(name: str) -> str:

@@ -36,7 +36,7 @@ from server.callpath.record import CallInfo
 from server.catalog import ToolCatalog
 from server.guards.rate_limits import edge_checked
 from server.http.client_source import ClientMemory, client_of, header
-from server.jsonrpc_input import PARSE_ERROR, Problem, check_message, strict_loads
+from server.jsonrpc_input import PARSE_ERROR, Problem, read_message
 from server.observability.tracing import continued_from_headers
 from server.request_context import RequestOrigin, current_origin, current_principal
 
@@ -85,9 +85,9 @@ def _bearer_token(scope: Scope) -> str | None:
     return None
 
 
-def _sdk_access_token(principal: Principal, token: str) -> AccessToken:
+def _sdk_access_token(principal: Principal, token_digest: str) -> AccessToken:
     return AccessToken(
-        token=hashlib.sha256(token.encode()).hexdigest(),
+        token=token_digest,
         client_id=principal.client_id,
         scopes=sorted(principal.scopes),
         expires_at=int(principal.expires_at.timestamp()),
@@ -95,6 +95,10 @@ def _sdk_access_token(principal: Principal, token: str) -> AccessToken:
         subject=principal.subject,
         claims={"iss": principal.issuer},
     )
+
+
+ACCESS_TOKENS_KEPT = 4096
+"""How many principals' SDK access tokens a guard keeps (the oldest is forgotten first)."""
 
 
 class BearerGuard:
@@ -118,6 +122,8 @@ class BearerGuard:
         self.guards = guards
         """Auth refusals are aggregated through it, and principal-wide rate limits answered here with HTTP 429."""
         self.clients = ClientMemory()
+        self._access_tokens: dict[str, tuple[Principal, AccessToken]] = {}
+        """The SDK's view of each principal, by token digest: built once per verified principal, not per request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,11 +155,10 @@ class BearerGuard:
             if body is None:
                 await _send_json(send, 413, {"error": "request_too_large"}, [])
                 return
-            problem = check_message(body)
+            message, problem = read_message(body)  # parsed once, here; the SDK parses the body again itself
             if problem is not None:
                 await self._malformed(send, info, principal, problem)
                 return
-            message = strict_loads(body)  # check_message has accepted it: one JSON-RPC message object
             name, version = client_of(self.clients, digest, message)
             denied = self._missing_scope(principal, message)
             if denied is not None:
@@ -161,12 +166,12 @@ class BearerGuard:
                 info = replace(info, client_name=name, client_version=version)
                 await self._forbidden(send, info, principal, tool_name, needed)
                 return
-            if self.guards is not None and _has_tool_call(body):
+            if self.guards is not None and _has_tool_call(message):
                 if not await self._within_rate(send, info, principal):
                     return
                 edge_token = edge_checked.set(True)
 
-        scope["user"] = AuthenticatedUser(_sdk_access_token(principal, token))
+        scope["user"] = AuthenticatedUser(self._access_token(principal, digest))
         tokens = (
             current_principal.set(principal),
             current_origin.set(
@@ -183,6 +188,16 @@ class BearerGuard:
             auth_context_var.reset(tokens[2])
             current_origin.reset(tokens[1])
             current_principal.reset(tokens[0])
+
+    def _access_token(self, principal: Principal, digest: str) -> AccessToken:
+        known = self._access_tokens.get(digest)
+        if known is not None and known[0] is principal:  # the verifier's cached principal for this token
+            return known[1]
+        access = _sdk_access_token(principal, digest)
+        self._access_tokens[digest] = (principal, access)
+        if len(self._access_tokens) > ACCESS_TOKENS_KEPT:
+            del self._access_tokens[next(iter(self._access_tokens))]
+        return access
 
     def _missing_scope(self, principal: Principal, message: Any) -> tuple[str, tuple[str, ...]] | None:
         if not isinstance(message, dict) or message.get("method") != "tools/call":
@@ -266,9 +281,8 @@ class BearerGuard:
         await _send_json(send, 403, body, [(b"www-authenticate", _challenge(params))])
 
 
-def _has_tool_call(body: bytes) -> bool:
-    """Whether a JSON-RPC message (accepted by ``check_message``) calls a tool: those are what rate limits count."""
-    message = strict_loads(body)
+def _has_tool_call(message: Any) -> bool:
+    """Whether a JSON-RPC message (accepted by ``read_message``) calls a tool: those are what rate limits count."""
     return isinstance(message, dict) and message.get("method") == "tools/call"
 
 
