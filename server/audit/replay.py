@@ -52,6 +52,9 @@ _LEGACY_POS = [_FIELDS.index(name) for name in LEGACY_FIELDS]
 _LEGACY_LEAF_NAMES = sorted((*LEGACY_FIELDS, "hash"))
 _LEGACY_LEAF_POS = [_FIELDS.index(name) for name in _LEGACY_LEAF_NAMES]
 _SUSPECTS_PER_QUERY = 500
+_REQUIRED = [(name, _FIELDS.index(name)) for name in _FIELDS if not RECORDS.c[name].nullable]
+"""The columns no writer leaves null (``NOT NULL`` in the schema; an owner can drop the constraint and empty one):
+a null there is an alteration, named, not a value to encode."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Replay:
     def root(self) -> bytes:
         return self.tree.root(self.records)
 
-    def legacy(self, values: list[Any], index: int, record_id: str) -> LogBreak | None:
+    def legacy(self, values: list[Any], index: int, record_id: str | None) -> LogBreak | None:
         """Check one legacy chain record against the one before it (in leaf order)."""
         seq, prev = int(values[_SEQ]), str(values[_PREV])
         body = dict(zip(LEGACY_FIELDS, [values[i] for i in _LEGACY_POS], strict=True))
@@ -113,7 +116,13 @@ class Replay:
 
     def exact(self, row: Sequence[Any], first_merkle: int | None) -> tuple[bytes | None, LogBreak | None]:
         """The leaf of one record recomputed from its typed columns, or what is wrong with it."""
-        index, record_id = int(row[_LEAF_INDEX]), str(row[_ID])
+        index = int(row[_LEAF_INDEX])
+        record_id = str(row[_ID]) if row[_ID] is not None else None
+        emptied = [name for name, position in _REQUIRED if row[position] is None]
+        if emptied:
+            verb = "is" if len(emptied) == 1 else "are"
+            detail = f"its {', '.join(emptied)} {verb} null, which no writer leaves (seq {row[_SEQ]})"
+            return None, LogBreak(index, record_id, "altered", detail)
         values = list(row)
         values[_AT] = canonical_time(values[_AT])
         if row[_HASH] is not None and row[_LEAF_HASH] is None:

@@ -132,15 +132,20 @@ async def _first_outside(db: Database, size: int) -> tuple[int, str] | None:
     return (int(row[0]), str(row[1])) if row is not None else None
 
 
-async def _pending(db: Database, before: datetime) -> tuple[int, tuple[str, datetime] | None]:
-    """How many records are unintegrated, and the oldest one written before ``before``."""
+def _written(at: datetime | None) -> str:
+    """When a record says it was written; a null time (which no writer leaves: an owner's edit) counts as stale."""
+    return canonical_time(at) if at is not None else "at no time (its at is null, which no writer leaves)"
+
+
+async def _pending(db: Database, before: datetime) -> tuple[int, tuple[str, datetime | None] | None]:
+    """How many records are unintegrated, and the oldest one written before ``before`` (or with no time at all)."""
     async with db.engine.connect() as connection:
         count = (
             await connection.execute(select(func.count()).select_from(RECORDS).where(RECORDS.c.leaf_index.is_(None)))
         ).scalar_one()
         query = (
             select(RECORDS.c.id, RECORDS.c.at)
-            .where(RECORDS.c.leaf_index.is_(None), RECORDS.c.at < before)
+            .where(RECORDS.c.leaf_index.is_(None), or_(RECORDS.c.at < before, RECORDS.c.at.is_(None)))
             .order_by(RECORDS.c.seq)
             .limit(1)
         )
@@ -170,7 +175,7 @@ async def _check_effects(
                     or_(
                         audit.is_(None),
                         record.c.id.is_(None),
-                        and_(record.c.leaf_index.is_(None), record.c.at < before),
+                        and_(record.c.leaf_index.is_(None), or_(record.c.at < before, record.c.at.is_(None))),
                     ),
                 )
                 .order_by(ident)
@@ -185,7 +190,7 @@ async def _check_effects(
             if bad[2] is None:
                 detail = f"{what} names audit record {bad[1]}, which does not exist (deleted before integration?)"
                 return checked, LogBreak(None, str(bad[1]), "effect_unrecorded", detail)
-            detail = f"{what}: its audit record, written {canonical_time(bad[3])}, was never integrated into the log"
+            detail = f"{what}: its audit record, written {_written(bad[3])}, was never integrated into the log"
             return checked, LogBreak(None, str(bad[1]), "effect_not_integrated", detail)
     return checked, None
 
@@ -270,7 +275,7 @@ async def verify_log(
         first_break = first_break or effect_break
     pending, stale = await _pending(db, before)
     if first_break is None and stale is not None:
-        detail = f"written {canonical_time(stale[1])}, still without a log position after {deadline_seconds:g} s"
+        detail = f"written {_written(stale[1])}, still without a log position after {deadline_seconds:g} s"
         first_break = LogBreak(None, stale[0], "not_integrated", detail)
     return VerifyReport(
         records=walker.records,

@@ -92,6 +92,20 @@ async def drop_audit_triggers(db: Database) -> None:
     await execute(db, *(f"DROP TRIGGER IF EXISTS {name} ON {table}" for name, (table, _) in POSTGRES_TRIGGERS.items()))
 
 
+async def drop_not_null(db: Database, column: str) -> None:
+    """Let ``column`` of the records hold a null, as a database owner can: PostgreSQL drops the constraint; SQLite,
+    whose constraints are part of the table, gets the table rebuilt without them (``CREATE TABLE ... AS``)."""
+    if not db.is_sqlite:
+        await execute(db, f"ALTER TABLE audit_records ALTER COLUMN {column} DROP NOT NULL")
+        return
+    await execute(
+        db,
+        "CREATE TABLE audit_records_copy AS SELECT * FROM audit_records",
+        "DROP TABLE audit_records",
+        "ALTER TABLE audit_records_copy RENAME TO audit_records",
+    )
+
+
 async def make_audit_inserts_fail(db: Database) -> None:
     """A trigger that refuses every new audit record: the audit store is 'down' for this test."""
     if db.is_sqlite:
