@@ -179,32 +179,31 @@ def _leaf(data: str) -> str:
     return f"pg_catalog.sha256(pg_catalog.byteacat(E'\\\\x00'::bytea, pg_catalog.convert_to({data}, 'UTF8')))"
 
 
-def _postgres_summary_query(data: str, second: str | None = None) -> str:
+def _postgres_summary_query(*forms: str) -> str:
     """One row per range, in one pass over it: leaves, distinct positions, first and last, the first leaf of the
     Merkle log, the positions whose leaf did not match (suspects), and the leaf hashes (32 zero bytes where none).
 
-    ``second``: another form of the JSON, hashed only for a record whose ``data`` did not match its leaf hash (so a
-    value the fast form leaves unescaped costs the server one more form, not this process an exact recomputation;
-    either form matching is sound on its own)."""
-    leaf, source = _leaf(data), "audit_records WHERE leaf_index >= %s AND leaf_index < %s"
-    if second is not None:
-        columns = ", ".join(sorted({*LEAF_FIELDS, "hash"}))
-        inner = f"SELECT leaf_index, leaf_hash, {columns}, {leaf} AS fast_leaf FROM {source} OFFSET 0"  # noqa: S608
-        source = f"({inner}) AS fast_form"
-        leaf = (
-            "CASE WHEN leaf_hash IS NULL OR pg_catalog.encode(fast_leaf, 'hex') = leaf_hash THEN fast_leaf "
-            f"ELSE {_leaf(second)} END"
-        )
-    matched = "COALESCE(NOT legacy AND pg_catalog.encode(leaf, 'hex') = leaf_hash, false)"
+    ``forms``: forms of the record's JSON, tried in order; the next is built and hashed only for a record whose leaf
+    hash the ones before did not match (so a value the fast form leaves unescaped costs the server one more form, not
+    this process an exact recomputation; any form matching is sound on its own). A record's leaf is its stored leaf
+    hash once a form hashes to it (the two are then equal: the stored one is decoded, not the hash carried through a
+    subquery), else null, and a null leaf is a suspect; a legacy chain record has no leaf hash, so it always is one.
+    The stored hash is decoded only after a form hashed to it, so it is valid hexadecimal by then."""
+    tried = " ".join(
+        f"WHEN pg_catalog.encode({_leaf(form)}, 'hex') = leaf_hash THEN pg_catalog.decode(leaf_hash, 'hex')"
+        for form in forms
+    )
     zero = "E'\\\\x" + "00" * 32 + "'::bytea"
     return (
         "SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT leaf_index), "  # noqa: S608 - names are ours
         "pg_catalog.min(leaf_index), pg_catalog.max(leaf_index), "
         "pg_catalog.min(leaf_index) FILTER (WHERE NOT legacy), "
-        f"pg_catalog.array_agg(leaf_index) FILTER (WHERE NOT {matched}), "
+        "pg_catalog.array_agg(leaf_index) FILTER (WHERE leaf IS NULL), "
         f"pg_catalog.string_agg(COALESCE(leaf, {zero}), ''::bytea ORDER BY leaf_index) "
-        "FROM (SELECT leaf_index, leaf_hash, hash IS NOT NULL AND leaf_hash IS NULL AS legacy, "
-        f"{leaf} AS leaf FROM {source} OFFSET 0) AS leaves"  # OFFSET 0: each leaf hashed once, not once per use
+        "FROM (SELECT leaf_index, hash IS NOT NULL AND leaf_hash IS NULL AS legacy, "
+        f"CASE WHEN leaf_hash IS NULL THEN NULL {tried} END AS leaf "
+        "FROM audit_records WHERE leaf_index >= %s AND leaf_index < %s OFFSET 0) AS leaves"
+        # OFFSET 0: each leaf computed once, not once per aggregate that reads it
     )
 
 
