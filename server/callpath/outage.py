@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import traceback
 
+import psycopg
 from sqlalchemy import exc as sa
 
 from server.callpath.answers import Refusal
@@ -53,6 +54,8 @@ def is_database_outage(error: BaseException | None) -> bool:
             return True
         if isinstance(item, sa.OperationalError | sa.InterfaceError | sa.TimeoutError):
             return True
+        if isinstance(item, psycopg.OperationalError | psycopg.InterfaceError):
+            return True  # the same errors, raised by psycopg itself (a statement sent straight to the driver)
         if isinstance(item, OSError) and _raised_by_the_database_layer(item):
             return True  # a socket error while connecting (the pool calls the driver's connect directly)
         sqlstate = getattr(item, "sqlstate", None)

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage import sqlite
+from server.storage.pg_unit import ConnectionLost, begin_hook, run_unit
 from server.storage.prepared import flush_deferred
 from server.storage.sqlite_writer import HeldWriter, WriterUnavailable
 
@@ -53,6 +55,8 @@ def sqlite_url_for(data_dir: Path) -> str:
 
 
 def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionLost):
+        return True  # PostgreSQL: the connection broke before the COMMIT was sent; nothing committed
     if getattr(exc, "sqlstate", None) in _RETRYABLE_SQLSTATES:
         return True  # psycopg's own error, from a statement run on the driver (server.storage.prepared)
     if isinstance(exc, DBAPIError):
@@ -84,8 +88,12 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
-            kwargs["pool_pre_ping"] = True
+            # No pre-ping (a round trip per checkout): a dead connection fails the first statement instead, the
+            # pool drops it and the connections opened before it, and a write transaction is retried on a fresh
+            # one (server.storage.pg_unit.ConnectionLost); a read session's caller sees the error (fail closed).
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if not self.is_sqlite:
+            event.listen(self.engine.sync_engine, "begin", begin_hook)
         # SQLite has one writer at a time. Without a queue of our own, concurrent ``BEGIN IMMEDIATE`` meet
         # SQLITE_BUSY and SQLite's busy handler sleeps (1, 2, 5, 10 ... 100 ms) before trying again, so a burst of
         # calls waits on timers, not on each other. One lock per process queues them in arrival order instead; the
@@ -143,10 +151,7 @@ class Database:
 
     async def _attempt(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self._write_lock is None:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
-                result = await work(session)
-                await flush_deferred(session)  # the writes queued to go in one round trip, before the commit
-                return result
+            return await run_unit(self.engine, work)  # PostgreSQL: a pooled psycopg connection, its edges direct
         writer = self._writer
         if writer is not None and not writer.unavailable:
             try:

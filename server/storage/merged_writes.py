@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncRawCursor
+from psycopg.pq import TransactionStatus
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import CTE, TableClause
@@ -62,11 +63,26 @@ class Write:
     """The rows of a ``many`` write never meet the same key (its ``ON CONFLICT`` may take them in one ``INSERT``)."""
 
 
+BEGIN = b"BEGIN"
+COMMIT = b"COMMIT"
+
+
+def needs_begin(connection: Any) -> bool:
+    """Whether ``BEGIN`` must go ahead of the next statement: the connection of a direct unit of work
+    (:mod:`server.storage.pg_unit`) is in autocommit mode, so that its ``BEGIN`` and ``COMMIT`` go in the same
+    pipeline as its statements (psycopg sends its own ``BEGIN`` in a round trip of its own), and it has not begun."""
+    return bool(connection.autocommit) and connection.pgconn.transaction_status == TransactionStatus.IDLE
+
+
 def check(write: Write, rowcount: int) -> None:
     if write.expect is not None and rowcount != write.expect:
-        if write.mismatch is not None:
-            raise write.mismatch(rowcount)
-        raise RuntimeError(f"a write changed {rowcount} rows, not {write.expect}")
+        raise _mismatch(write, rowcount)
+
+
+def _mismatch(write: Write, rowcount: int) -> Exception:
+    if write.mismatch is not None:
+        return write.mismatch(rowcount)
+    return RuntimeError(f"a write changed {rowcount} rows, not {write.expect}")
 
 
 # --- the queued writes in as few statements as they allow ---------------------------------------------------------
@@ -190,22 +206,23 @@ def groups(writes: Sequence[Write]) -> list[list[Write]]:
 _Source = tuple[int, int, str]
 """Where a merged statement's parameter comes from: the write's place in the group, its row (-1: not a
 ``many``), and the parameter's name."""
-_MERGED: dict[tuple[tuple[str, int, bool, bool], ...], tuple[str, tuple[_Source, ...]]] = {}
+_MERGED: dict[tuple[bool, tuple[tuple[str, int, bool, int | None], ...]], tuple[str, tuple[_Source, ...]]] = {}
 
 
-def _merged(group: Sequence[Write]) -> tuple[str, list[Any]]:
-    """The one statement of ``group``'s writes and its parameters.
+def _merged(group: Sequence[Write], *, checked: bool = False) -> tuple[str, list[Any]]:
+    """The one statement of ``group``'s writes and its parameters; ``checked``: the server checks each write's row
+    count, failing the statement (and so the transaction) on a wrong one (:func:`mismatch_of` reads the error).
 
     Its placeholders are PostgreSQL's own (``$1``), run on a raw cursor: psycopg parses a ``%(name)s`` query for its
     placeholders on every execution once it is longer than 4,096 characters or has more than 50 parameters (it
     caches only smaller ones), and a refund's merged writes are both."""
-    key = tuple(
-        (write.sql, len(write.values) if write.many else -1, write.distinct, write.expect is not None)
-        for write in group
+    key = (
+        checked,
+        tuple((write.sql, len(write.values) if write.many else -1, write.distinct, write.expect) for write in group),
     )
     found = _MERGED.get(key)
     if found is None:
-        found = _merge_sql(group)
+        found = _merge_sql(group, checked=checked)
         if len(_MERGED) < 1024:
             _MERGED[key] = found
     sql, sources = found
@@ -214,7 +231,7 @@ def _merged(group: Sequence[Write]) -> tuple[str, list[Any]]:
     ]
 
 
-def _merge_sql(group: Sequence[Write]) -> tuple[str, tuple[_Source, ...]]:
+def _merge_sql(group: Sequence[Write], *, checked: bool) -> tuple[str, tuple[_Source, ...]]:
     numbers: dict[_Source, int] = {}
 
     def numbered(text: str, index: int, row: int) -> str:
@@ -237,21 +254,70 @@ def _merge_sql(group: Sequence[Write]) -> tuple[str, tuple[_Source, ...]]:
         else:
             body = numbered(part.head, index, -1)
         ctes.append(f"w{index} AS ({body}{part.returning})")
-        if write.expect is not None:
+        if write.expect is None:
+            continue
+        if checked:  # a wrong count cannot be a bigint: the cast fails the statement, naming the write and count
+            counts.append(
+                f"(SELECT CASE WHEN count(*) = {int(write.expect)} THEN count(*) "  # noqa: S608 - no values
+                f"ELSE CAST('{_EXPECT_TAG}{index}:' || count(*) AS bigint) END FROM w{index})"
+            )
+        else:
             counts.append(f"(SELECT count(*) FROM w{index})")  # noqa: S608 - compiled statements, no values
     sql = f"WITH {', '.join(ctes)} SELECT {', '.join(counts) or '1'}"
     return sql, tuple(numbers)
 
 
-async def send(connection: Any, writes: list[Write]) -> None:
+_EXPECT_TAG = "mandate.expect:"
+_EXPECT_FAILED = re.compile(re.escape(_EXPECT_TAG) + r"(\d+):(\d+)")
+
+
+def mismatch_of(group: Sequence[Write], error: BaseException) -> Exception | None:
+    """The error a checked merged statement's failure stands for (the write's own mismatch), or ``None``."""
+    if getattr(error, "sqlstate", None) != "22P02":  # invalid_text_representation: the failed cast
+        return None
+    found = _EXPECT_FAILED.search(str(error))
+    if found is None or int(found.group(1)) >= len(group):
+        return None
+    write, count = group[int(found.group(1))], int(found.group(2))
+    return _mismatch(write, count) if write.expect is not None and count != write.expect else None
+
+
+def _checkable(batches: list[list[Write]]) -> bool:
+    """Whether the server can check every row count: one group, sent as one statement of CTEs."""
+    return len(batches) == 1 and all(_fits(write, _part(write)) for write in batches[0])
+
+
+async def send(connection: Any, writes: list[Write], *, commit: bool = False) -> None:
     """Send a transaction's queued writes to PostgreSQL in as few statements as they allow, in one round trip, and
-    check the row count of each write that expects one."""
+    check the row count of each write that expects one; ``commit``: then commit, in the same round trip when the
+    server can check the counts itself (one group), else after the checks."""
     batches = groups(writes)
-    if len(batches) == 1:
+    begin = needs_begin(connection)
+    if commit and _checkable(batches):
+        await _send_and_commit(connection, batches[0], begin=begin)
+        return
+    if commit and all(write.expect is None for write in writes):  # nothing to check: all in one pipeline
+        cursors = []
+        async with connection.pipeline():
+            if begin:
+                await connection.execute(BEGIN)
+            for group in batches:
+                cursors.append(await _start_group(connection, group))
+            await connection.execute(COMMIT)
+        for cursor in cursors:
+            await cursor.close()
+        return
+    if commit:  # a count to check on this side first
+        await send(connection, writes)
+        await connection.execute(COMMIT)
+        return
+    if len(batches) == 1 and not begin:
         await _send_group(connection, batches[0])
         return
     sent: list[tuple[list[Write], Any]] = []
     async with connection.pipeline():
+        if begin:
+            await connection.execute(BEGIN)
         for group in batches:
             sent.append((group, await _start_group(connection, group)))
     for group, cursor in sent:
@@ -260,6 +326,26 @@ async def send(connection: Any, writes: list[Write]) -> None:
 
 async def _send_group(connection: Any, group: list[Write]) -> None:
     await _finish_group(group, await _start_group(connection, group))
+
+
+async def _send_and_commit(connection: Any, group: list[Write], *, begin: bool) -> None:
+    """The group as one statement whose row counts the server checks, and ``COMMIT``, in one pipeline. A wrong
+    count fails the statement, so the ``COMMIT`` behind it is not run (the transaction is left aborted)."""
+    sql, params = _merged(group, checked=True)
+    raw = AsyncRawCursor(connection)
+    try:
+        async with connection.pipeline():
+            if begin:
+                await connection.execute(BEGIN)
+            await raw.execute(sql, params)
+            await connection.execute(COMMIT)  # behind the statement: not run if it fails
+    except Exception as exc:
+        mismatch = mismatch_of(group, exc)
+        if mismatch is not None:
+            raise mismatch from None
+        raise
+    finally:
+        await raw.close()
 
 
 def _is_merged(group: list[Write]) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -40,9 +41,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from server.storage.merged_writes import Merge, Mismatch, Write, check, merge_of, send
+from server.storage.merged_writes import BEGIN, COMMIT, Merge, Mismatch, Write, check, merge_of, needs_begin, send
 
 Processor = Callable[[Any], Any]
+_IDLE = TransactionStatus.IDLE
 Row = tuple[Any, ...]
 
 _DRIVER = "mandate.prepared.driver"
@@ -143,9 +145,13 @@ class _Driver:
     sqlite: bool
 
 
+_DIRECT = object()
+"""The ``Session.info`` owner of a driver bound for the session's whole life (:func:`bind_direct`)."""
+
+
 async def _driver(session: AsyncSession) -> _Driver:
     held = session.info.get(_DRIVER)
-    if held is not None and held[0] is session.sync_session.get_transaction():
+    if held is not None and (held[0] is _DIRECT or held[0] is session.sync_session.get_transaction()):
         return cast(_Driver, held[1])  # this transaction's connection, found by an earlier statement
     connection = await session.connection()  # begins the session's transaction if it has not begun
     raw = await connection.get_raw_connection()
@@ -165,6 +171,23 @@ def bind_driver(session: AsyncSession, dialect: Dialect, connection: sqlite3.Con
     begins a transaction of its own on it, :func:`_driver` finds the same connection again through the session.
     """
     session.info[_DRIVER] = (session.sync_session.get_transaction(), _Driver(dialect, connection, True))
+
+
+def bind_direct(session: AsyncSession, dialect: Dialect, connection: Any) -> None:
+    """Hand the session's statements the psycopg connection of :func:`server.storage.pg_unit.run_unit`.
+
+    The session is bound to that connection and lives for one transaction, so its statements and its queued
+    writes belong to it whether or not the ORM has begun a transaction of its own on it (which it does inside the
+    one psycopg began)."""
+    session.info[_DRIVER] = (_DIRECT, _Driver(dialect, connection, False))
+
+
+def _owner(sync: Session) -> object:
+    """What a queued write belongs to: the session's direct connection, or else its current transaction."""
+    held = sync.info.get(_DRIVER)
+    if held is not None and held[0] is _DIRECT:
+        return _DIRECT
+    return sync.get_transaction()
 
 
 def _values(form: _Form, params: Mapping[str, Any]) -> Any:
@@ -210,7 +233,13 @@ async def run(session: AsyncSession, prepared: Prepared, params: Mapping[str, An
         cursor: sqlite3.Cursor = driver.connection.execute(form.sql, values)
         rows = cursor.fetchall() if cursor.description else []
         return Result(_processed(form, rows), cursor.rowcount)
-    async_cursor = await driver.connection.execute(form.sql, values)
+    connection = driver.connection
+    if needs_begin(connection):  # the unit's first statement: its BEGIN goes with it, in one round trip
+        async with connection.pipeline():
+            await connection.execute(BEGIN)
+            async_cursor = await connection.execute(form.sql, values)
+    else:
+        async_cursor = await connection.execute(form.sql, values)
     fetched = await async_cursor.fetchall() if async_cursor.description else []
     return Result(_processed(form, fetched), async_cursor.rowcount)
 
@@ -242,7 +271,10 @@ async def run_all(
         forms.append((form, _values(form, given)))
     connection = driver.connection
     cursors = []
+    begin = needs_begin(connection)
     async with connection.pipeline():
+        if begin:
+            await connection.execute(BEGIN)
         for form, values in forms:
             cursor = connection.cursor()
             await cursor.execute(form.sql, values)
@@ -269,6 +301,8 @@ async def run_many(session: AsyncSession, prepared: Prepared, rows: Sequence[Map
     if driver.sqlite:
         driver.connection.executemany(form.sql, values)
         return
+    if needs_begin(driver.connection):
+        await driver.connection.execute(BEGIN)
     async with driver.connection.cursor() as cursor:
         await cursor.executemany(form.sql, values)
 
@@ -280,7 +314,7 @@ _DEFERRED = "mandate.prepared.deferred"
 
 
 def _queue(session: AsyncSession) -> list[Write]:
-    transaction = session.sync_session.get_transaction()
+    transaction = _owner(session.sync_session)
     held = session.info.get(_DEFERRED)
     if held is None or held[0] is not transaction:
         held = (transaction, [])
@@ -293,7 +327,7 @@ def _queued(session: AsyncSession, driver: _Driver) -> bool:
     if driver.sqlite:
         return False
     held = session.info.get(_DEFERRED)
-    return held is not None and bool(held[1]) and held[0] is session.sync_session.get_transaction()
+    return held is not None and bool(held[1]) and held[0] is _owner(session.sync_session)
 
 
 async def defer(
@@ -352,14 +386,33 @@ async def flush_deferred(session: AsyncSession) -> None:
     await _send_queued(session.sync_session)
 
 
-async def _send_queued(sync: Session) -> None:
+async def commit_deferred(session: AsyncSession) -> None:
+    """Send the queued writes of a :func:`bind_direct` session with its ``COMMIT``, in one round trip.
+
+    Each write's row count is checked by the server (a wrong one aborts the transaction, so the ``COMMIT`` does
+    not commit) and raised as the error :func:`defer` was given. For the ORM's part, use the session's commit."""
+    driver = session.info[_DRIVER][1]
+    connection = driver.connection
+    writes = _take_queued(session.sync_session)
+    if writes:
+        await send(connection, writes, commit=True)
+    elif connection.pgconn.transaction_status != _IDLE:
+        await connection.execute(COMMIT)
+
+
+def _take_queued(sync: Session) -> list[Write]:
     held = sync.info.get(_DEFERRED)
-    if held is None or not held[1] or held[0] is not sync.get_transaction():
-        return
-    writes: list[Write] = held[1]
+    if held is None or not held[1] or held[0] is not _owner(sync):
+        return []
     sync.info.pop(_DEFERRED, None)
-    driver = sync.info[_DRIVER][1]  # found by the statement that queued the first write, in this transaction
-    await send(driver.connection, writes)
+    return cast(list[Write], held[1])
+
+
+async def _send_queued(sync: Session) -> None:
+    writes = _take_queued(sync)
+    if writes:
+        driver = sync.info[_DRIVER][1]  # found by the statement that queued the first write, in this transaction
+        await send(driver.connection, writes)
 
 
 @event.listens_for(Session, "before_commit")
@@ -367,7 +420,7 @@ def _queued_writes_before_any_commit(sync: Session) -> None:
     """Whatever commits a transaction (not only ``Database.run_in_transaction``) sends its queued writes first, so
     a queued write is never lost; an ``AsyncSession`` commits inside a greenlet, where ``await_only`` may wait."""
     held = sync.info.get(_DEFERRED)
-    if held is not None and held[1] and held[0] is sync.get_transaction():
+    if held is not None and held[1] and held[0] is _owner(sync):
         await_only(_send_queued(sync))
 
 
