@@ -8,9 +8,9 @@ its content (:data:`LEAF_FIELDS`: everything but the database's insertion key an
 
 :func:`append` inserts the record, carrying its leaf hash, in the caller's transaction, so it commits with the
 effect or not at all. It reads nothing and locks nothing shared: the insertion key comes from an identity column on
-PostgreSQL (``nextval`` is never held to commit), and on SQLite from ``MAX(seq) + 1`` under the write lock that
-every SQLite write transaction holds anyway. The record's position in the log is assigned later, outside the call,
-by the sequencer (:mod:`server.audit.sequencer`).
+PostgreSQL (``nextval`` is never held to commit), and on SQLite it is the rowid, which SQLite assigns as
+``MAX(seq) + 1`` under the write lock that every SQLite write transaction holds anyway. The record's position in
+the log is assigned later, outside the call, by the sequencer (:mod:`server.audit.sequencer`).
 
 Records of the linear hash chain that came before the log (``prev_hash``/``hash`` set) keep their legacy canonical
 form, ``hash = SHA-256(prev_hash || canonical(record without hash))``; their leaf is the canonical form of the whole
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -118,7 +118,6 @@ def stored_leaf_intact(row: Mapping[str, Any]) -> bool:
 
 _INSERT_RECORD = Prepared(insert(RECORDS))
 _INSERT_RETURNING_SEQ = Prepared(insert(RECORDS).returning(RECORDS.c.seq))
-_NEXT_SQLITE_SEQ = Prepared(select(func.coalesce(func.max(RECORDS.c.seq), 0) + 1))
 
 
 @overload
@@ -138,16 +137,13 @@ async def append(session: AsyncSession, record: AuditRecord | NewRecord) -> Audi
     values["prev_hash"] = values["hash"] = None
     values["leaf_hash"] = leaf = merkle_leaf_hash(canonical_json(_body(LEAF_FIELDS, values))).hex()
     values.pop("seq", None)
-    if session.bind is not None and session.bind.dialect.name == "sqlite":
-        # under the write lock every SQLite write transaction holds from its BEGIN IMMEDIATE
-        values["seq"] = seq = int((await run(session, _NEXT_SQLITE_SEQ)).scalar())
-        await run(session, _INSERT_RECORD, values)
-    elif isinstance(record, AuditRecord):
+    if isinstance(record, AuditRecord):
         seq = int((await run(session, _INSERT_RETURNING_SEQ, values)).scalar())
+    elif session.bind is not None and session.bind.dialect.name == "sqlite":
+        await run(session, _INSERT_RECORD, values)  # seq: the rowid, MAX + 1 under the transaction's write lock
+        return None
     else:  # sent with the call's other writes, in one round trip (server.storage.prepared.defer)
         await defer(session, _INSERT_RECORD, values, expect=1)
-        return None
-    if not isinstance(record, AuditRecord):
         return None
     record.seq, record.leaf_hash = seq, leaf
     record.leaf_index = record.prev_hash = record.hash = None

@@ -2,10 +2,10 @@
 (RFC 9162 section 2.1; docs/audit.md).
 
 One record per invocation, whatever its outcome (DESIGN.md section 6). ``seq`` is the insertion key, assigned by the
-database (an identity column on PostgreSQL: ``nextval`` holds no lock to commit); ``leaf_hash`` is computed by the
-writer from the record's content and committed with it. ``leaf_index``, the record's position in the log, is NULL
-until the sequencer (:mod:`server.audit.sequencer`) integrates the record; the triggers allow setting it once and
-nothing else.
+database (an identity column on PostgreSQL: ``nextval`` holds no lock to commit; on SQLite the table's rowid);
+``leaf_hash`` is computed by the writer from the record's content and committed with it. ``leaf_index``, the
+record's position in the log, is NULL until the sequencer (:mod:`server.audit.sequencer`) integrates the record;
+the triggers allow setting it once and nothing else.
 
 Records written by the linear hash chain before the Merkle log (``prev_hash`` and ``hash`` set, ``leaf_hash``
 NULL) keep their chain; they became the first leaves of the tree (:mod:`server.audit.migration`). The
@@ -33,10 +33,21 @@ class AuditRecord(SQLModel, table=True):
             postgresql_where=text("leaf_index IS NULL"),
             sqlite_where=text("leaf_index IS NULL"),
         ),
+        # only the records that name an approval: looked up by it (lineage, the console), the others never are
+        Index(
+            "ix_audit_records_approval_id",
+            "approval_id",
+            postgresql_where=text("approval_id IS NOT NULL"),
+            sqlite_where=text("approval_id IS NOT NULL"),
+        ),
     )
 
     seq: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True, autoincrement=True)
+        default=None,
+        # SQLite: INTEGER PRIMARY KEY is the table's rowid, assigned on insert (revision 0002)
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), Identity(always=False), primary_key=True, autoincrement=True
+        ),
     )
     id: str = Field(unique=True, max_length=40)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
@@ -74,9 +85,9 @@ class AuditRecord(SQLModel, table=True):
     result_summary: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     latency_us: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=200)
-    approval_id: str | None = Field(default=None, index=True, max_length=40)
+    approval_id: str | None = Field(default=None, max_length=40)
     request_id: str | None = Field(default=None, max_length=100)
-    trace_id: str | None = Field(default=None, index=True, max_length=32)
+    trace_id: str | None = Field(default=None, max_length=32)
     # the log
     leaf_hash: str | None = Field(default=None, max_length=64, description="SHA-256(0x00 || canonical record), hex")
     leaf_index: int | None = Field(
