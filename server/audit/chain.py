@@ -110,7 +110,10 @@ def record_values(record: AuditRecord) -> dict[str, Any]:
 
 
 def stored_leaf_intact(row: Mapping[str, Any]) -> bool:
-    """Whether a record's content still matches what it was committed with (its leaf hash, or its chain link)."""
+    """Whether a record's content still matches what it was committed with (its leaf hash, or its chain link). A
+    record whose time is no time at all (emptied by an owner) does not."""
+    if not isinstance(row.get("at"), datetime | str):
+        return False
     if is_legacy(row):
         return bool(legacy_link_hash(row) == row["hash"])
     return row.get("leaf_hash") is not None and leaf_hash_of(row).hex() == row["leaf_hash"]

@@ -21,6 +21,11 @@ from server.display import escape_text, json_text
 EXPORT_VERSION = 1
 
 
+def _time(row: AuditRow) -> str | None:
+    """``at`` as RFC 3339, or None when the column was emptied (no writer leaves it null; verify calls it altered)."""
+    return canonical_time(row["at"]) if row["at"] is not None else None
+
+
 def _parsed(text: object) -> Any:
     try:
         return json.loads(str(text))
@@ -30,7 +35,7 @@ def _parsed(text: object) -> Any:
 
 def export_object(row: AuditRow) -> dict[str, Any]:
     data = dict(row)
-    data["at"] = canonical_time(row["at"])
+    data["at"] = _time(row)
     data["arguments"] = _parsed(row["arguments"])
     data["result_summary"] = _parsed(row["result_summary"])
     data["scopes"] = str(row["scopes"]).split() if row["scopes"] else []
@@ -56,7 +61,7 @@ def summary_line(row: AuditRow) -> str:
     what = row["tool"] or f"[{row['kind']}]"
     parts = [
         f"#{row['seq']}",
-        canonical_time(row["at"]),
+        _time(row) or "-",
         f"{row['decision']}/{row['outcome']}",
         escape_text(what),
         _who(row),
@@ -67,7 +72,7 @@ def summary_line(row: AuditRow) -> str:
         parts.append(f"reason={escape_text(row['reason_code'])}")
     if row["approval_id"]:
         parts.append(f"approval={escape_text(row['approval_id'])}")
-    parts.append(f"{int(row['latency_us']) / 1000:.1f}ms")
+    parts.append(f"{int(row['latency_us']) / 1000:.1f}ms" if row["latency_us"] is not None else "-")
     parts.append(escape_text(row["id"]))
     return " ".join(parts)
 

@@ -1,6 +1,7 @@
 """``mandate audit verify`` and a column no writer leaves null, emptied by a database owner (the constraint dropped,
 the triggers too): the record is reported as altered, by leaf, record and column, instead of stopping the command,
-on both engines; an unintegrated record whose time was emptied still counts as overdue, for itself and its effect."""
+on both engines; an unintegrated record whose time was emptied still counts as overdue, for itself and its effect;
+``show``, ``tail`` and ``export`` still print the record (its hash shown not to match)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,27 @@ async def test_the_cli_reports_a_null_time_and_exits_1(db: Database, cli) -> Non
     result = await cli("audit", "verify")
     assert result.code == 1
     assert f"leaf 1 ({log[1].id}): altered: its at is null" in result.out
+
+
+async def test_show_tail_and_export_print_a_record_whose_time_and_latency_were_emptied(
+    db: Database,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    log = await append_and_integrate(db, 3)
+    await drop_audit_triggers(db)
+    await drop_not_null(db, "at")
+    if not db.is_sqlite:
+        await drop_not_null(db, "latency_us")
+    await execute(db, "UPDATE audit_records SET at = NULL, latency_us = NULL WHERE leaf_index = 1")
+    shown = await cli("audit", "show", log[1].id)
+    assert shown.code == 0, shown.out
+    assert "LEAF HASH DOES NOT MATCH CONTENT" in shown.out
+    tail = await cli("audit", "tail", "-n", "3")
+    assert tail.code == 0
+    assert any(line.startswith(f"#{log[1].seq} - ") and line.endswith(log[1].id) for line in tail.out.splitlines())
+    exported = await cli("audit", "export", "--format", "jsonl")
+    assert exported.code == 0
+    assert '"at":null' in exported.out
 
 
 async def test_an_unintegrated_record_whose_time_was_emptied_is_overdue_for_itself_and_its_effect(
