@@ -42,6 +42,7 @@ from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage.merged_writes import BEGIN, COMMIT, Merge, Mismatch, Write, check, merge_of, needs_begin, send
+from server.storage.types import UTCDateTime, remembering_bind_processor
 
 Processor = Callable[[Any], Any]
 _IDLE = TransactionStatus.IDLE
@@ -103,7 +104,10 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...] |
     fixed: dict[str, Any] = {}
     required: set[str] = set()
     for name, parameter in compiled.binds.items():
-        processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
+        if isinstance(parameter.type, UTCDateTime):
+            processor: Processor | None = remembering_bind_processor(dialect)  # a call binds one instant often
+        else:
+            processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             binds.append((name, processor))
         if parameter.required:
