@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "26000"}
+"""Serialization failure, deadlock, and a prepared statement of server.storage.pg_batch that was deallocated (its
+names are forgotten when that happens, so the next attempt prepares them again)."""
 _MAX_ATTEMPTS = 8
 
 
@@ -88,6 +90,9 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
+            # psycopg prepares nothing of its own: after any ROLLBACK it would DEALLOCATE ALL, taking the unit of
+            # work's own prepared statements (server.storage.pg_batch) with its own
+            kwargs["connect_args"] = {"prepare_threshold": None}
             # No pre-ping (a round trip per checkout): a dead connection fails the first statement instead, the
             # pool drops it and the connections opened before it, and a write transaction is retried on a fresh
             # one (server.storage.pg_unit.ConnectionLost); a read session's caller sees the error (fail closed).

@@ -19,6 +19,8 @@ from sqlalchemy.sql.selectable import CTE, TableClause
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.sql.visitors import iterate
 
+from server.storage.pg_batch import Statement, exchange, positional
+
 
 @dataclass(frozen=True, slots=True)
 class Merge:
@@ -289,35 +291,21 @@ def _checkable(batches: list[list[Write]]) -> bool:
 
 async def send(connection: Any, writes: list[Write], *, commit: bool = False) -> None:
     """Send a transaction's queued writes to PostgreSQL in as few statements as they allow, in one round trip, and
-    check the row count of each write that expects one; ``commit``: then commit, in the same round trip when the
-    server can check the counts itself (one group), else after the checks."""
+    check the row count of each write that expects one; ``commit``: then commit (a unit of work's own connection),
+    in the same round trip when the server can check the counts itself (one group) or there are none to check."""
     batches = groups(writes)
-    begin = needs_begin(connection)
-    if commit and _checkable(batches):
-        await _send_and_commit(connection, batches[0], begin=begin)
+    if connection.autocommit:  # a unit of work's own connection (server.storage.pg_unit)
+        await _send_direct(connection, batches, commit=commit)
         return
-    if commit and all(write.expect is None for write in writes):  # nothing to check: all in one pipeline
-        cursors = []
-        async with connection.pipeline():
-            if begin:
-                await connection.execute(BEGIN)
-            for group in batches:
-                cursors.append(await _start_group(connection, group))
-            await connection.execute(COMMIT)
-        for cursor in cursors:
-            await cursor.close()
-        return
-    if commit:  # a count to check on this side first
+    if commit:
         await send(connection, writes)
-        await connection.execute(COMMIT)
+        await connection.commit()
         return
-    if len(batches) == 1 and not begin:
+    if len(batches) == 1:
         await _send_group(connection, batches[0])
         return
     sent: list[tuple[list[Write], Any]] = []
     async with connection.pipeline():
-        if begin:
-            await connection.execute(BEGIN)
         for group in batches:
             sent.append((group, await _start_group(connection, group)))
     for group, cursor in sent:
@@ -328,24 +316,52 @@ async def _send_group(connection: Any, group: list[Write]) -> None:
     await _finish_group(group, await _start_group(connection, group))
 
 
-async def _send_and_commit(connection: Any, group: list[Write], *, begin: bool) -> None:
-    """The group as one statement whose row counts the server checks, and ``COMMIT``, in one pipeline. A wrong
-    count fails the statement, so the ``COMMIT`` behind it is not run (the transaction is left aborted)."""
-    sql, params = _merged(group, checked=True)
-    raw = AsyncRawCursor(connection)
+async def _send_direct(connection: Any, batches: list[list[Write]], *, commit: bool) -> None:
+    """The writes through :func:`server.storage.pg_batch.exchange`, with the unit's ``BEGIN`` if it has not begun.
+
+    With ``commit`` and one group, the server checks the row counts and ``COMMIT`` goes behind the statement: a
+    wrong count fails it, so the ``COMMIT`` is not run (the transaction is left aborted) and the write's own error
+    is raised. Otherwise the counts are checked here, and ``COMMIT`` follows only once they are right."""
+    checked_there = commit and _checkable(batches)
+    unchecked = all(write.expect is None for group in batches for write in group)
+    statements: list[Statement] = [(BEGIN, None)] if needs_begin(connection) else []
+    skip = len(statements)
+    plan: list[tuple[list[Write], bool, int]] = []  # each group: merged or not, how many statements
+    for group in batches:
+        if checked_there or _is_merged(group):
+            sql, params = _merged(group, checked=checked_there)
+            statements.append((sql.encode(), params))
+            plan.append((group, True, 1))
+            continue
+        write = group[0]
+        text, names = positional(write.sql)
+        rows = write.values if write.many else [write.values]
+        statements.extend((text, [row[name] for name in names]) for row in rows)
+        plan.append((group, False, len(rows)))
+    folded = commit and (checked_there or unchecked)
+    if folded:
+        statements.append((COMMIT, None))  # behind the writes: not run if one fails
     try:
-        async with connection.pipeline():
-            if begin:
-                await connection.execute(BEGIN)
-            await raw.execute(sql, params)
-            await connection.execute(COMMIT)  # behind the statement: not run if it fails
+        outcomes = await exchange(connection, statements)
     except Exception as exc:
-        mismatch = mismatch_of(group, exc)
+        mismatch = mismatch_of(batches[0], exc) if checked_there else None
         if mismatch is not None:
             raise mismatch from None
         raise
-    finally:
-        await raw.close()
+    if not checked_there:
+        at = skip
+        for group, merged, count in plan:
+            results = outcomes[at : at + count]
+            at += count
+            if merged:
+                expecting = [write for write in group if write.expect is not None]
+                counts = results[0][0][0] if expecting else ()
+                for write, found in zip(expecting, counts, strict=True):
+                    check(write, int(found))
+            else:
+                check(group[0], sum(rowcount for _, rowcount in results))
+    if commit and not folded:
+        await exchange(connection, [(COMMIT, None)])
 
 
 def _is_merged(group: list[Write]) -> bool:

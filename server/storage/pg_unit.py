@@ -1,4 +1,4 @@
-"""A PostgreSQL unit of work on a pooled psycopg connection, its edges sent by psycopg itself, not by the ORM.
+"""A PostgreSQL unit of work on a pooled psycopg connection, its BEGIN and COMMIT its own, not the ORM's.
 
 Through SQLAlchemy's ``AsyncSession`` a transaction's edges cost more than its statements: the session's begin
 (the pool's checkout and pre-ping, one round trip), psycopg's ``BEGIN`` (another), the session's ``commit`` (a
@@ -9,9 +9,10 @@ third), each crossing SQLAlchemy's greenlet bridge (docs/performance.md). Here a
   ``COMMIT`` was sent, the unit is retried on a fresh connection (:class:`ConnectionLost`; the pool's older
   connections are recycled at once, as SQLAlchemy does on a disconnect it sees itself);
 - is handed an ``AsyncSession`` bound to that connection. The call path's prepared statements run on the psycopg
-  connection under it (:func:`server.storage.prepared.bind_direct`), the first one in a pipeline with psycopg's
-  ``BEGIN``; ORM work (a tool's ``ctx.session.add``) begins the session's transaction on the same connection, inside
-  the one already open (SQLAlchemy's ``BEGIN`` is psycopg's implicit one, already sent);
+  connection under it (:func:`server.storage.prepared.bind_direct`), each round trip one libpq pipeline
+  (:mod:`server.storage.pg_batch`), the first one with the unit's ``BEGIN``. ORM work (a tool's
+  ``ctx.session.add``) begins the session's transaction on the same connection, inside the one already open, or
+  sends the ``BEGIN`` itself when it comes first (:func:`begin_hook`);
 - commits with its queued writes: when the ORM took no part, the writes and ``COMMIT`` go in one pipeline, the
   writes' row counts checked by the server so that a wrong count aborts the transaction and the ``COMMIT`` is a
   rollback (:func:`server.storage.prepared.commit_deferred`); when it did, the writes, then the session's commit.

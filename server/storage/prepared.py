@@ -42,6 +42,7 @@ from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.storage.merged_writes import BEGIN, COMMIT, Merge, Mismatch, Write, check, merge_of, needs_begin, send
+from server.storage.pg_batch import Statement, exchange, positional
 from server.storage.types import UTCDateTime, remembering_bind_processor
 
 Processor = Callable[[Any], Any]
@@ -238,12 +239,11 @@ async def run(session: AsyncSession, prepared: Prepared, params: Mapping[str, An
         rows = cursor.fetchall() if cursor.description else []
         return Result(_processed(form, rows), cursor.rowcount)
     connection = driver.connection
-    if needs_begin(connection):  # the unit's first statement: its BEGIN goes with it, in one round trip
-        async with connection.pipeline():
-            await connection.execute(BEGIN)
-            async_cursor = await connection.execute(form.sql, values)
-    else:
-        async_cursor = await connection.execute(form.sql, values)
+    if connection.autocommit:  # a unit of work's own connection: its BEGIN, if not sent, goes with the statement
+        begin: list[Statement] = [(BEGIN, None)] if needs_begin(connection) else []
+        rows, rowcount = (await exchange(connection, [*begin, _positional(form, values)]))[-1]
+        return Result(_processed(form, rows), rowcount)
+    async_cursor = await connection.execute(form.sql, values)
     fetched = await async_cursor.fetchall() if async_cursor.description else []
     return Result(_processed(form, fetched), async_cursor.rowcount)
 
@@ -274,11 +274,15 @@ async def run_all(
         form = prepared.form(driver.dialect, _insert_keys(prepared, given))
         forms.append((form, _values(form, given)))
     connection = driver.connection
+    if connection.autocommit:  # a unit of work's own connection (server.storage.pg_unit)
+        begin: list[Statement] = [(BEGIN, None)] if needs_begin(connection) else []
+        outcomes = await exchange(connection, [*begin, *(_positional(form, values) for form, values in forms)])
+        return [
+            Result(_processed(form, rows), rowcount)
+            for (form, _), (rows, rowcount) in zip(forms, outcomes[len(begin) :], strict=True)
+        ]
     cursors = []
-    begin = needs_begin(connection)
     async with connection.pipeline():
-        if begin:
-            await connection.execute(BEGIN)
         for form, values in forms:
             cursor = connection.cursor()
             await cursor.execute(form.sql, values)
@@ -426,6 +430,12 @@ def _queued_writes_before_any_commit(sync: Session) -> None:
     held = sync.info.get(_DEFERRED)
     if held is not None and held[1] and held[0] is _owner(sync):
         await_only(_send_queued(sync))
+
+
+def _positional(form: _Form, values: Mapping[str, Any]) -> Statement:
+    """The statement for :func:`server.storage.pg_batch.exchange`: ``$1`` placeholders and the values in order."""
+    sql, names = positional(form.sql)
+    return sql, [values[name] for name in names]
 
 
 def _insert_keys(prepared: Prepared, params: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -131,3 +131,31 @@ async def _lock_waiters(connection: Any) -> int:
         text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
     )
     return int(found.scalar())
+
+
+async def test_a_batch_returns_what_psycopg_returns_and_raises_the_first_failure_after_which_nothing_ran(
+    pg: Database,
+) -> None:
+    import psycopg
+
+    from server.storage.pg_batch import exchange
+
+    values = [datetime(2026, 12, 3, 8, 0, 0, 123456, tzinfo=UTC), None, "é'\\%", b"\x00\x01", 2**40, 1.5, True]
+    sql = b"SELECT $1::timestamptz, $2::text, $3::text, $4::bytea, $5::bigint, $6::float8, $7::boolean"
+    async with pg.engine.connect() as held:
+        connection: Any = (await held.get_raw_connection()).driver_connection
+        await connection.set_autocommit(True)
+        raw = psycopg.AsyncRawCursor(connection)
+        await raw.execute(sql, values)
+        expected = await raw.fetchall()
+        for _ in range(3):  # prepared the first time, then reused
+            assert (await exchange(connection, [(sql, values)]))[0] == (expected, 1)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await exchange(
+                connection,
+                [(b"BEGIN", None), (b"SELECT 1 / $1::int", [0]), (b"CREATE TABLE never_made (x int)", None)],
+            )
+        await connection.rollback()
+        found = await connection.execute("SELECT to_regclass('never_made') IS NULL")
+        assert await found.fetchone() == (True,)
+        await connection.set_autocommit(False)
