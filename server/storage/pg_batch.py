@@ -4,7 +4,8 @@ psycopg's own pipeline costs some 80 us of Python for ``BEGIN``, a ``SELECT`` an
 of it its bookkeeping around each command (a cursor, a transformer, a trip through its wait loop for each
 ``execute``, and another for the pipeline's end), where libpq driven directly costs about 15 us (docs/performance.md).
 A unit of work of :mod:`server.storage.pg_unit` sends each of its round trips here: the statements are queued
-(``PQsendPrepare`` the first time a statement is met on a connection, ``PQsendQueryPrepared``), a ``Sync`` ends
+(``PQsendPrepare`` the first time a statement is met on a connection, ``PQsendQueryPrepared``; past 256 kept, a
+new one goes unnamed), a ``Sync`` ends
 the pipeline, and the results are read once the socket is readable. Values are dumped and rows loaded by psycopg's
 own adapters (``psycopg.adapt.Transformer``), so they are exactly what psycopg would send and return. The first
 failing statement's error is raised (psycopg's exception class for its SQLSTATE) once every result up to the
@@ -34,6 +35,8 @@ Outcome = tuple[list[tuple[Any, ...]], int]
 _PLACEHOLDER = re.compile(r"%(?:%|\(([^)]*)\)s)")
 _POSITIONAL: dict[str, tuple[bytes, tuple[str, ...]]] = {}
 _NAMES = itertools.count()
+_MAX_PREPARED = 256
+"""Statements kept prepared per connection; past that, a new one is sent unnamed (the server plans it each time)."""
 _STATEMENT_GONE = "26000"
 """invalid_sql_statement_name: a statement this module prepared is gone (``DEALLOCATE ALL`` on the session)."""
 _Preparing = tuple[tuple[bytes, tuple[int, ...]], bytes]
@@ -79,6 +82,10 @@ async def exchange(connection: psycopg.AsyncConnection[Any], statements: Sequenc
             types, formats = tuple(transformer.types or ()), list(transformer.formats or ())
             key = (sql, types)
             name = names.get(key)
+            if name is None and len(names) >= _MAX_PREPARED:  # a rare shape: planned once, not kept
+                pg.send_query_params(sql, values, param_types=types, param_formats=formats)
+                preparing.append(None)
+                continue
             if name is None:
                 name = f"_mandate_{next(_NAMES)}".encode()
                 pg.send_prepare(name, sql, param_types=types)

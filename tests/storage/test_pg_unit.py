@@ -159,3 +159,18 @@ async def test_a_batch_returns_what_psycopg_returns_and_raises_the_first_failure
         found = await connection.execute("SELECT to_regclass('never_made') IS NULL")
         assert await found.fetchone() == (True,)
         await connection.set_autocommit(False)
+
+
+async def test_past_the_prepared_statements_kept_a_statement_is_sent_unnamed_with_the_same_answer(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.storage.pg_batch as batch
+
+    async with pg.engine.connect() as held:
+        connection: Any = (await held.get_raw_connection()).driver_connection
+        await connection.set_autocommit(True)
+        monkeypatch.setattr(batch, "_MAX_PREPARED", 0)
+        assert await batch.exchange(connection, [(b"SELECT $1::int + 1", [41])]) == [([(42,)], 1)]
+        monkeypatch.undo()
+        assert await batch.exchange(connection, [(b"SELECT $1::int + 1", [41])]) == [([(42,)], 1)]  # now prepared
+        await connection.set_autocommit(False)
