@@ -100,7 +100,7 @@ async def start(
         transport=call.info.transport,
         request_id=call.info.request_id,
         now=ctx.now,
-        lease=_lease(core),
+        lease_until=core.clock() + _lease(core),
     )
     session.add(intent)
     await session.flush()
@@ -128,8 +128,11 @@ async def carry_out(
         metadata=intents.metadata(intent.id, intent.audit_id, intent.tool),
     )
     interval = core.effects.reconcile_interval_seconds
+    left = intents.call_seconds_left(intent, core.clock(), core.effects.lease_seconds)
+    if left <= 0:  # the lease is nearly over before anything was sent: definitely not made, so say so now
+        return await _resolve_or_doubt(core, intent, _not_sent(core, intent, call))
     try:
-        with anyio.fail_after(core.effects.lease_seconds * 0.8):  # past the lease, a call may not be in flight
+        with anyio.fail_after(left):  # the call ends before its lease does, so a reconciler never races it
             with core.tracer.start_as_current_span(f"provider {intent.provider_name} {intent.tool}") as span:
                 span.set_attribute("mandate.effect.intent_id", intent.id)  # a child of the tools/call span
                 span.set_attribute("mandate.effect.provider", intent.provider_name)
@@ -179,6 +182,24 @@ async def carry_out(
         )
     return await _resolve_or_doubt(
         core, intent, outcome.succeed(core, intent.id, made, resolver=outcome.RESOLVED_BY_CALL, call=call)
+    )
+
+
+async def _not_sent(core: CallPathCore, intent: EffectIntent, call: Invocation | None) -> types.CallToolResult:
+    logger.warning("intent %s was not sent: its lease was nearly over when its transaction committed", intent.id)
+    text = (
+        f"This was not sent to the {intent.provider_name} provider: the server was too busy to send it within its "
+        "lease, so nothing was done there and nothing was spent. A new request (with a new idempotency_key, if one was "
+        "used) may be made."
+    )
+    return await outcome.fail(
+        core,
+        intent.id,
+        code="effect_not_made",
+        message=text,
+        provider_code=None,
+        resolver=outcome.RESOLVED_BY_CALL,
+        call=call,
     )
 
 

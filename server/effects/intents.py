@@ -109,8 +109,11 @@ def new_intent(
     transport: str,
     request_id: str | None,
     now: datetime,
-    lease: timedelta,
+    lease_until: datetime,
 ) -> EffectIntent:
+    """A ``started`` intent, created at ``now`` (the call's time, as its other rows are dated) and leased until
+    ``lease_until``, which the caller takes from the clock as the intent is written, not from the call's start: the
+    time a call queued for the database and decided must not eat into the provider call's bound."""
     return EffectIntent(
         id=intent_id,
         tool=tool,
@@ -131,8 +134,20 @@ def new_intent(
         transport=transport,
         request_id=request_id,
         created_at=now,
-        lease_until=now + lease,
+        lease_until=lease_until,
     )
+
+
+SETTLE_SHARE = 0.2
+"""The last part of a lease in which no provider call may still run: a request the client has given up on can still
+reach the provider while the network or the provider holds it, and the reconciler must not look before it lands."""
+
+
+def call_seconds_left(intent: EffectIntent, now: datetime, lease_seconds: float) -> float:
+    """How long the provider call for ``intent`` may run from ``now``: until its lease ends, less the settling part
+    (:data:`SETTLE_SHARE`). Measured from the intent's own ``lease_until``, so a call that started late (its
+    transaction waited on the database) gets less time, never more; zero or less means: do not send it."""
+    return (intent.lease_until - now).total_seconds() - SETTLE_SHARE * lease_seconds
 
 
 def stored_arguments(intent: EffectIntent) -> dict[str, Any]:
