@@ -111,8 +111,9 @@ class EffectsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     lease_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 60.0
-    """Past this, a started intent's provider call can no longer be in flight (it must exceed the provider's
-    timeout): the reconciler may resolve it, and an absent object then means the call never happened."""
+    """Counted from when the intent is written. The provider call must end before the lease's last fifth, which is
+    left for a request the client gave up on to land (so it must exceed 1.25 times the provider's timeout). Past
+    the lease the reconciler may resolve the intent, and an absent object then means the call never happened."""
     reconcile_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     """How often each process's reconciler looks for intents past their lease."""
     reconcile_batch: Annotated[int, Field(ge=1, le=1000)] = 50
