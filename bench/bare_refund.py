@@ -7,12 +7,15 @@ PostgreSQL) that reads the order ``FOR UPDATE``, checks the currency and what is
 refunded total and inserts the refund row, then commits; the statements are SQLAlchemy Core, built once, over the
 same engine configuration (``server.storage.database.Database``: aiosqlite in WAL mode with ``synchronous=NORMAL``,
 or psycopg) and the same tables (``tools.store.models``).
+
+``bench.bare_refund_direct`` is the second, stronger SQLite baseline: the same tool and write on one held stdlib
+``sqlite3`` connection, its statements on the event loop's thread, as Mandate's own SQLite write path runs them.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +27,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 
 from bench.refund_store import REFUND_TOOL, seed_refund_order
@@ -53,6 +57,26 @@ def _tables() -> list[object]:
 
 def _money(minor: int) -> str:
     return f"{Decimal(minor).scaleb(-2):.2f}"
+
+
+async def create_refund_tables(connection: AsyncConnection) -> None:
+    """The store's customers, orders and refunds tables (``tools.store.models``) and the bench order, once."""
+    await connection.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=_tables()))  # type: ignore[arg-type]
+    await seed_refund_order(connection)
+
+
+def refund_mcp_server(name: str, refund_create: Callable[..., Awaitable[RefundPublic]]) -> MCPServer:
+    """A bare ``MCPServer`` serving ``refund_create`` under the refund tool's name, description and annotations (so
+    every bare refund server's input schema, output schema and MCP layer are the same)."""
+    server = MCPServer(name)
+    server.add_tool(
+        refund_create,
+        name=REFUND_TOOL,
+        description="Refund part or all of an order to the customer. The amount is a decimal string in the "
+        "order's currency and cannot exceed what is left unrefunded on the order.",
+        annotations=types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
+    )
+    return server
 
 
 @asynccontextmanager
@@ -124,16 +148,7 @@ async def bare_refund_server(database_url: str) -> AsyncIterator[MCPServer]:
 
     try:
         async with db.engine.begin() as connection:
-            await connection.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=_tables()))  # type: ignore[arg-type]
-            await seed_refund_order(connection)
-        server = MCPServer("bare-refund")
-        server.add_tool(
-            refund_create,
-            name=REFUND_TOOL,
-            description="Refund part or all of an order to the customer. The amount is a decimal string in the "
-            "order's currency and cannot exceed what is left unrefunded on the order.",
-            annotations=types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
-        )
-        yield server
+            await create_refund_tables(connection)
+        yield refund_mcp_server("bare-refund", refund_create)
     finally:
         await db.dispose()

@@ -2,6 +2,11 @@
 ``MCPServer`` making the same refund write in the same database engine (``bench.bare_refund``), and against the bare
 trivial tool, in one alternation (A B C A B C ...); then throughput with 1, 8 and 32 clients against the bare
 same-write server. On SQLite always, and on PostgreSQL (each side in a schema of its own) when the run has it.
+
+On SQLite the alternation has a fourth side, the stronger baseline: the same write on a held stdlib ``sqlite3``
+connection, its statements on the event loop's thread (``bench.bare_refund_direct``, the write path Mandate itself
+uses), reported beside the first in rows of its own (``refund.http.stateless.direct.*``,
+``refund.throughput.direct.*``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from bench.servers import Site, cpu_seconds
 
 CLIENTS = (1, 8, 32)
 REFUND_CALL = {"name": REFUND_TOOL, "arguments": REFUND_ARGUMENTS}
+DIRECT = "bare-refund-direct"
+"""The second SQLite baseline: the same write on a held ``sqlite3`` connection (``bench.bare_refund_direct``)."""
+DIRECT_LABEL = "vs a bare server on a held sqlite3 connection (the write path Mandate uses)"
 
 
 def refund_specs(
@@ -28,6 +36,7 @@ def refund_specs(
 
     specs = [
         ("bare-refund", spec("bare_refund", "bare-refund")),
+        (DIRECT, spec("bare_refund_direct", DIRECT)),
         ("mandate-refund", spec("mandate_refund", "mandate-refund")),
     ]
     if postgres_url and bare_postgres_url:
@@ -66,7 +75,9 @@ def _op(client: RawMcpClient, refund: bool) -> Operation:
 
 
 async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix: str, engine: str) -> None:
-    names = ("bare", f"bare-refund{suffix}", f"mandate-refund{suffix}")
+    trivial_name, same_name, mandate_name = ("bare", f"bare-refund{suffix}", f"mandate-refund{suffix}")
+    direct_name = DIRECT if not suffix and DIRECT in sites else None
+    names = (trivial_name, same_name, *((direct_name,) if direct_name else ()), mandate_name)
     clients = {name: await _open(sites[name]) for name in names}
     rounds, per_round = plan.call_rounds, plan.call_per_round
     if suffix:  # PostgreSQL: slower calls, fewer samples
@@ -79,11 +90,12 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
     finally:
         for client in clients.values():
             await client.close()
-    trivial, same, mandate = (measured.sides[name] for name in names)
-    note = f"{same.n} samples a side, {rounds} rounds, alternating with the bare trivial tool"
+    trivial, same, mandate = (measured.sides[name] for name in (trivial_name, same_name, mandate_name))
+    others = "the bare trivial tool" + (" and the bare server on a held sqlite3 connection" if direct_name else "")
+    note = f"{same.n} samples a side, {rounds} rounds, alternating with {others}"
     key = f"refund.http.stateless{'.postgres' if suffix else ''}"
     label = f"refund_create over HTTP, stateless, {engine}"
-    ratios = measured.round_ratios(names[2], names[1])
+    ratios = measured.round_ratios(mandate_name, same_name)
     results.comparisons.append(
         Comparison(
             f"{key}.p50", f"{label}: vs the bare same-write server, p50", "us", same.p(50), mandate.p(50), ratios, note
@@ -94,6 +106,34 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
             f"{key}.p99", f"{label}: vs the bare same-write server, p99", "us", same.p(99), mandate.p(99), [], note
         )
     )
+    if direct_name:
+        direct = measured.sides[direct_name]
+        direct_note = (
+            f"{direct.n} samples a side, {rounds} rounds, alternating with the bare trivial tool and the bare "
+            "same-write server (SQLAlchemy Core over aiosqlite)"
+        )
+        results.comparisons.append(
+            Comparison(
+                f"{key}.direct.p50",
+                f"{label}: {DIRECT_LABEL}, p50",
+                "us",
+                direct.p(50),
+                mandate.p(50),
+                measured.round_ratios(mandate_name, direct_name),
+                direct_note,
+            )
+        )
+        results.comparisons.append(
+            Comparison(
+                f"{key}.direct.p99",
+                f"{label}: {DIRECT_LABEL}, p99",
+                "us",
+                direct.p(99),
+                mandate.p(99),
+                [],
+                direct_note,
+            )
+        )
     calls = plan.call_warmup + rounds * per_round
     cpu = {
         name: (after - before) / calls * 1e6
@@ -108,19 +148,31 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
                 f"{key}.cpu",
                 f"{label}: {what}, vs the bare same-write server",
                 "us",
-                cpu[names[1]],
-                cpu[names[2]],
+                cpu[same_name],
+                cpu[mandate_name],
                 [],
                 cpu_note,
             )
         )
+        if direct_name:
+            results.comparisons.append(
+                Comparison(
+                    f"{key}.direct.cpu",
+                    f"{label}: {what}, {DIRECT_LABEL}",
+                    "us",
+                    cpu[direct_name],
+                    cpu[mandate_name],
+                    [],
+                    cpu_note,
+                )
+            )
         results.comparisons.append(
             Comparison(
                 f"{key}.cpu.vs_trivial",
                 f"{label}: {what}, vs the bare trivial tool",
                 "us",
-                cpu[names[0]],
-                cpu[names[2]],
+                cpu[trivial_name],
+                cpu[mandate_name],
                 [],
                 cpu_note,
             )
@@ -132,14 +184,16 @@ async def _latency(results: Results, sites: dict[str, Site], plan: Plan, suffix:
             "us",
             trivial.p(50),
             mandate.p(50),
-            measured.round_ratios(names[2], names[0]),
+            measured.round_ratios(mandate_name, trivial_name),
             note,
         )
     )
 
 
 async def _throughput(results: Results, sites: dict[str, Site], plan: Plan, suffix: str, engine: str) -> None:
-    names = (f"bare-refund{suffix}", f"mandate-refund{suffix}")
+    bare, mandate = (f"bare-refund{suffix}", f"mandate-refund{suffix}")
+    direct = DIRECT if not suffix and DIRECT in sites else None
+    names = (bare, *((direct,) if direct else ()), mandate)
     for count in CLIENTS:
         opened = {name: [await _open(sites[name]) for _ in range(count)] for name in names}
         try:
@@ -154,19 +208,32 @@ async def _throughput(results: Results, sites: dict[str, Site], plan: Plan, suff
             for clients in opened.values():
                 for client in clients:
                     await client.close()
-        bare, mandate = names
+        clients_label = f"{count} client{'s' if count > 1 else ''}"
+        note = f"{plan.throughput_rounds} rounds of {plan.throughput_seconds:g} s per side"
         ratios = [m / b for m, b in zip(measured.per_round[mandate], measured.per_round[bare], strict=True)]
         results.comparisons.append(
             Comparison(
                 f"refund.throughput{'.postgres' if suffix else ''}.c{count}",
-                f"refund_create throughput, {count} client{'s' if count > 1 else ''}, {engine} (vs bare same-write)",
+                f"refund_create throughput, {clients_label}, {engine} (vs bare same-write)",
                 "calls/s",
                 measured.rate(bare),
                 measured.rate(mandate),
                 ratios,
-                f"{plan.throughput_rounds} rounds of {plan.throughput_seconds:g} s per side",
+                note,
             )
         )
+        if direct:
+            results.comparisons.append(
+                Comparison(
+                    f"refund.throughput.direct.c{count}",
+                    f"refund_create throughput, {clients_label}, {engine} (vs bare on a held sqlite3 connection)",
+                    "calls/s",
+                    measured.rate(direct),
+                    measured.rate(mandate),
+                    [m / b for m, b in zip(measured.per_round[mandate], measured.per_round[direct], strict=True)],
+                    note,
+                )
+            )
 
 
 async def run_refund(results: Results, sites: dict[str, Site], plan: Plan) -> None:

@@ -3,6 +3,7 @@
     uv run python -m bench.profile_refund                       # 1,000 stateless refunds over HTTP, SQLite
     uv run python -m bench.profile_refund --calls 2000 --out bench/results/profiles/refund-mandate.txt
     uv run python -m bench.profile_refund --site bare-refund --out bench/results/profiles/refund-bare.txt
+    uv run python -m bench.profile_refund --site bare-refund-direct --out bench/results/profiles/refund-direct.txt
 
 One Mandate process serves the real catalog and default policy (``bench.mandate_site.refund_settings``); after 50
 warm-up calls, SIGUSR1 starts pyinstrument inside it, the client (this process) makes ``--calls`` sequential
@@ -57,7 +58,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profiles" / "refund-mandate.txt")
     parser.add_argument("--postgres", default=None, help="profile on this PostgreSQL database instead of SQLite")
     parser.add_argument(
-        "--site", default="mandate-refund", choices=("mandate-refund", "bare-refund"), help="which server to profile"
+        "--site",
+        default="mandate-refund",
+        choices=("mandate-refund", "bare-refund", "bare-refund-direct"),
+        help="which server to profile",
     )
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ COMPARISON_KEYS: tuple[str, ...] = (
     "refund.throughput.c1",
     "refund.throughput.c8",
     "refund.throughput.c32",
+    "refund.http.stateless.direct.p50",
+    "refund.throughput.direct.c32",
 )
 COMPONENT_KEYS: tuple[str, ...] = (
     "token.verify.es256",

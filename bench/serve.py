@@ -34,7 +34,8 @@ SERVER_STACK = "uvicorn (uvloop event loop, httptools HTTP parser)"
 class SiteSpec:
     """What one benchmarked server is: which side, which catalog, which HTTP mode, which database."""
 
-    kind: str  # "bare", "bare_auth" (the SDK's own bearer check), "bare_refund", "mandate" or "mandate_refund"
+    kind: str  # "bare", "bare_auth" (the SDK's own bearer check), "bare_refund", "bare_refund_direct" (SQLite only),
+    # "mandate" or "mandate_refund"
     tools: int
     stateless: bool
     data_dir: str
@@ -61,15 +62,17 @@ class SiteSpec:
 async def group_apps(specs: Sequence[SiteSpec]) -> AsyncIterator[list[Any]]:
     """The ASGI app of each spec of one group (and, for Mandate, the parts they share), closed afterwards."""
     first = specs[0]
-    if first.kind == "bare_refund":
+    if first.kind in ("bare_refund", "bare_refund_direct"):
         from mcp.server.transport_security import TransportSecuritySettings
 
         from bench.bare_refund import bare_refund_server
+        from bench.bare_refund_direct import bare_refund_direct_server
         from server.storage.database import sqlite_url_for
 
         url = first.database_url or sqlite_url_for(Path(first.data_dir))
         security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*"])
-        async with bare_refund_server(url) as server:
+        serve_refunds = bare_refund_direct_server if first.kind == "bare_refund_direct" else bare_refund_server
+        async with serve_refunds(url) as server:
             yield [
                 server.streamable_http_app(
                     json_response=True, stateless_http=spec.stateless, transport_security=security, host="127.0.0.1"

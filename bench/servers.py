@@ -118,7 +118,7 @@ class Site:
 
 def token_for(spec: SiteSpec) -> str | None:
     """A development-issuer token for the site (creating the issuer's key on first use), or None for the bare one."""
-    if spec.kind in ("bare", "bare_refund"):
+    if spec.kind in ("bare", "bare_refund", "bare_refund_direct"):
         return None
     from bench.mandate_site import bench_settings, mint_refund_token, mint_token, refund_settings
 
