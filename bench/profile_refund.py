@@ -8,7 +8,8 @@
 One Mandate process serves the real catalog and default policy (``bench.mandate_site.refund_settings``); after 50
 warm-up calls, SIGUSR1 starts pyinstrument inside it, the client (this process) makes ``--calls`` sequential
 refunds, and SIGUSR2 stops it and writes the text profile. The profiler slows the server about twice: read shares,
-not times.
+not times. ``BENCH_PROFILE_CPU=1`` samples the event loop thread's CPU time instead of the wall clock (robust to a
+shared machine; the loop's idle wait then costs nothing), ``BENCH_PROFILE_ALL=1`` keeps the libraries' frames.
 """
 
 from __future__ import annotations

@@ -166,6 +166,14 @@ def _profile_on_signals(path: str, interval: float) -> None:
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=interval, async_mode="disabled")
+    if os.environ.get("BENCH_PROFILE_CPU") == "1":
+        # sample the loop thread's CPU time instead of the wall clock, so that time the process spent preempted by
+        # other work on a shared machine is not charged to whatever frame was running (pyinstrument's own hook)
+        import time
+
+        from pyinstrument.stack_sampler import get_stack_sampler
+
+        get_stack_sampler().timer_func = time.thread_time
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
