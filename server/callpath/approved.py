@@ -36,6 +36,7 @@ from server.callpath.record import (
     result_summary,
     success_result,
 )
+from server.storage.prepared import Savepoint, begin_savepoint
 from server.toolkit import ToolContext, ToolError
 
 logger = logging.getLogger("server.callpath")
@@ -77,7 +78,7 @@ async def run_approved(core: CallPathCore, session: AsyncSession, approval: Appr
         return await failed_run(core, session, approval, call, admitted.refusal, audit_id, now)
     spec = admitted.entry.spec
     waived = frozenset(approval.waived_rules.split())
-    savepoint = await session.begin_nested()
+    savepoint = await begin_savepoint(session)
     try:
         ctx = core.context(principal, session, now, audit_id, tool)
         policy = core.policies.current()
@@ -117,7 +118,7 @@ async def run_approved(core: CallPathCore, session: AsyncSession, approval: Appr
 async def _start_external(
     core: CallPathCore,
     session: AsyncSession,
-    savepoint: Any,
+    savepoint: Savepoint,
     approval: Approval,
     call: Invocation,
     admitted: Admitted,

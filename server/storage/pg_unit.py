@@ -41,6 +41,9 @@ from server.storage.prepared import bind_direct, commit_deferred, flush_deferred
 
 logger = logging.getLogger(__name__)
 
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+_INERROR = psycopg.pq.TransactionStatus.INERROR
+
 T = TypeVar("T")
 
 
@@ -70,12 +73,19 @@ async def run_unit(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitable
         await connection.set_autocommit(True)
         bind_direct(session, engine.dialect, connection)
         result = await work(session)
+        if connection.pgconn.transaction_status == _INERROR:  # work caught a statement's error and returned
+            raise psycopg.errors.InFailedSqlTransaction(
+                "a statement of this transaction failed, so it cannot commit; it was rolled back"
+            )
         committing = True
         if session.sync_session.in_transaction():
             await flush_deferred(session)
             await session.commit()  # the ORM took part: its flush, then psycopg's COMMIT
-        else:
-            await commit_deferred(session)
+        # the queued writes and COMMIT; or COMMIT alone where the session's commit sent none (an ORM transaction
+        # begun without a statement, such as an empty savepoint or an unchanged object added, holds no connection)
+        await commit_deferred(session)
+        if connection.pgconn.transaction_status != _IDLE:  # pragma: no cover - commit_deferred commits or raises
+            raise psycopg.InternalError("the transaction is still open after its commit; it is rolled back")
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             lost = isinstance(exc, Exception) and _broken(exc, connection)
@@ -95,7 +105,7 @@ async def _roll_back(session: AsyncSession, connection: psycopg.AsyncConnection[
     try:
         if session.sync_session.in_transaction():
             await session.rollback()
-        if connection.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if connection.pgconn.transaction_status != _IDLE:
             await connection.rollback()
     except Exception:
         logger.warning("a PostgreSQL connection could not roll back; it is replaced", exc_info=True)
@@ -127,9 +137,10 @@ async def _release(fairy: Any) -> None:
     try:
         connection = fairy.driver_connection
         if connection is not None and not connection.closed and connection.autocommit:
-            if connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            if connection.pgconn.transaction_status == _IDLE:
                 await connection.set_autocommit(False)
-            else:  # pragma: no cover - every path above commits or rolls back first
+            else:  # pragma: no cover - every path above commits, rolls back, or raises first
+                logger.error("a PostgreSQL connection was left inside a transaction; it is closed, not reused")
                 await greenlet_spawn(fairy.invalidate)
         await greenlet_spawn(fairy.close)
     except Exception:

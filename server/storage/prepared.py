@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from psycopg.errors import InFailedSqlTransaction
 from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
@@ -405,7 +406,45 @@ async def commit_deferred(session: AsyncSession) -> None:
     if writes:
         await send(connection, writes, commit=True)
     elif connection.pgconn.transaction_status != _IDLE:
-        await connection.execute(COMMIT)
+        done = await connection.execute(COMMIT)
+        if done.statusmessage != "COMMIT":  # PostgreSQL answers COMMIT in an aborted transaction with ROLLBACK
+            raise InFailedSqlTransaction("the transaction had failed; its COMMIT rolled it back")
+
+
+class Savepoint:
+    """A ``SAVEPOINT`` in a session's transaction that this module's statements respect (:func:`begin_savepoint`)."""
+
+    def __init__(self, session: AsyncSession, nested: Any) -> None:
+        self._session = session
+        self._nested = nested
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self._nested.is_active)
+
+    async def commit(self) -> None:
+        """Keep what was done since the savepoint (its queued writes are sent first, inside it)."""
+        await flush_deferred(self._session)
+        await self._nested.commit()
+
+    async def rollback(self) -> None:
+        """Undo what was done since the savepoint: the writes still queued are dropped, never sent, and the server
+        rolls back to the savepoint whatever did reach it."""
+        _take_queued(self._session.sync_session)
+        await self._nested.rollback()
+
+
+async def begin_savepoint(session: AsyncSession) -> Savepoint:
+    """Begin a savepoint whose rollback also undoes this module's statements and queued writes.
+
+    The ORM's own ``begin_nested`` is not enough here: SQLAlchemy sends ``SAVEPOINT`` only with the next statement
+    it runs itself, which statements sent straight to the driver are not, and a write queued by :func:`defer`
+    reaches the server only later, after the savepoint's rollback. So the writes queued before it are sent first,
+    and ``SAVEPOINT`` at once; its rollback drops the writes queued since."""
+    await flush_deferred(session)
+    nested = await session.begin_nested()
+    await session.connection()  # SQLAlchemy sends the SAVEPOINT as the nested transaction takes its connection
+    return Savepoint(session, nested)
 
 
 def _take_queued(sync: Session) -> list[Write]:
