@@ -3,7 +3,8 @@
 
 Secrets never reach a line: Mandate does not log tokens, keys or passwords in the first place, and as a second line
 of defence every line (text or JSON) goes through :class:`SecretFilter`, which replaces anything shaped like a JWT,
-a bearer credential, a webhook secret (``whsec_``) or a password in a URL with ``[redacted]``.
+a bearer credential, a webhook secret (``whsec_``), a Stripe key (``sk_live_``, ``rk_test_``) or a password in a URL
+with ``[redacted]``; a traceback is redacted too, since a database error's text can quote a statement's values.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _SECRET_PATTERNS = (
     re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # a JWS/JWT compact serialization
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"whsec_[A-Za-z0-9+/=]{8,}"),
+    re.compile(r"\b[sr]k_(?:live|test)_[A-Za-z0-9]{8,}"),  # a Stripe secret or restricted key
     re.compile(r"(?i)(://[^:/@\s]+:)[^@\s]+(@)"),  # user:password@host
     re.compile(r"(?i)((?:password|secret|api_key|token)=)[^&\s]+"),
 )
@@ -46,6 +48,13 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, redacted whole: the filter sees only the message, not a traceback formatted after it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -71,7 +80,7 @@ def configure_logging(level: str, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

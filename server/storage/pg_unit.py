@@ -107,8 +107,12 @@ async def _roll_back(session: AsyncSession, connection: psycopg.AsyncConnection[
             await session.rollback()
         if connection.pgconn.transaction_status != _IDLE:
             await connection.rollback()
-    except Exception:
-        logger.warning("a PostgreSQL connection could not roll back; it is replaced", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - logged by class and SQLSTATE only (its text can quote values)
+        logger.warning(
+            "a PostgreSQL connection could not roll back (%s, SQLSTATE %s); it is replaced",
+            type(exc).__name__,
+            getattr(exc, "sqlstate", None),
+        )
         await greenlet_spawn(fairy.invalidate)
 
 
@@ -120,8 +124,8 @@ async def _discard(engine: AsyncEngine, fairy: Any, exc: BaseException, *, every
             await greenlet_spawn(engine.sync_engine.pool._invalidate, fairy, exc)
         elif fairy.is_valid:
             await greenlet_spawn(fairy.invalidate, exc)
-    except Exception:  # the connection is being dropped; nothing more can be done with it
-        logger.debug("invalidating a PostgreSQL connection failed", exc_info=True)
+    except Exception as failed:  # noqa: BLE001 - the connection is being dropped; nothing more can be done
+        logger.debug("invalidating a PostgreSQL connection failed (%s)", type(failed).__name__)
 
 
 def begin_hook(connection: Connection) -> None:
@@ -143,5 +147,5 @@ async def _release(fairy: Any) -> None:
                 logger.error("a PostgreSQL connection was left inside a transaction; it is closed, not reused")
                 await greenlet_spawn(fairy.invalidate)
         await greenlet_spawn(fairy.close)
-    except Exception:
-        logger.debug("returning a PostgreSQL connection to the pool failed", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - the connection is closed either way
+        logger.debug("returning a PostgreSQL connection to the pool failed (%s)", type(exc).__name__)

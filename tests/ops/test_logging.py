@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from server.config import load_settings
-from server.observability.logging import JsonFormatter, SecretFilter, configure_logging
+from server.observability.logging import JsonFormatter, SecretFilter, TextFormatter, configure_logging
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJlLWJ5dGVz"
 
@@ -57,6 +57,30 @@ def test_no_secret_reaches_a_log_line(lines: io.StringIO) -> None:
         assert secret not in text
     assert text.count("[redacted]") >= 5
     assert all(json.loads(line) for line in text.splitlines())
+
+
+def test_a_traceback_in_the_text_format_is_redacted_too() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SecretFilter())
+    logger = logging.getLogger("mandate.test.text")
+    logger.addHandler(handler)
+    logger.propagate = False
+    key = "sk_live_51Habcdefghijklmnop"
+    try:
+        try:  # a database error quoting a statement's values, then the error met while handling it
+            raise ValueError(f"duplicate key value violates unique constraint: Key (k)=({key}) exists; {TOKEN}")
+        except ValueError as exc:
+            raise RuntimeError("could not roll back") from exc
+    except RuntimeError:
+        logger.exception("a statement failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "a statement failed" in text and "Traceback" in text
+    assert key not in text and TOKEN not in text
+    assert text.count("[redacted]") >= 2
 
 
 def test_the_log_format_is_a_setting_and_configures_the_root_logger(monkeypatch: pytest.MonkeyPatch) -> None:
