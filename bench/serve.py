@@ -35,7 +35,8 @@ class SiteSpec:
     """What one benchmarked server is: which side, which catalog, which HTTP mode, which database."""
 
     kind: str  # "bare", "bare_auth" (the SDK's own bearer check), "bare_refund", "bare_refund_direct" (SQLite only),
-    # "mandate" or "mandate_refund"
+    # "mandate" or "mandate_refund"; "bare_external" and "mandate_external": refunds at a payments provider
+    # (bench.external_sites)
     tools: int
     stateless: bool
     data_dir: str
@@ -62,6 +63,12 @@ class SiteSpec:
 async def group_apps(specs: Sequence[SiteSpec]) -> AsyncIterator[list[Any]]:
     """The ASGI app of each spec of one group (and, for Mandate, the parts they share), closed afterwards."""
     first = specs[0]
+    if first.kind in ("bare_external", "mandate_external"):  # refunds at a payments provider (bench.bench_external)
+        from bench.external_sites import external_apps
+
+        async with external_apps(specs) as apps:
+            yield apps
+        return
     if first.kind in ("bare_refund", "bare_refund_direct"):
         from mcp.server.transport_security import TransportSecuritySettings
 

@@ -118,11 +118,11 @@ class Site:
 
 def token_for(spec: SiteSpec) -> str | None:
     """A development-issuer token for the site (creating the issuer's key on first use), or None for the bare one."""
-    if spec.kind in ("bare", "bare_refund", "bare_refund_direct"):
+    if spec.kind in ("bare", "bare_refund", "bare_refund_direct", "bare_external"):
         return None
     from bench.mandate_site import bench_settings, mint_refund_token, mint_token, refund_settings
 
-    if spec.kind == "mandate_refund":
+    if spec.kind in ("mandate_refund", "mandate_external"):
         return mint_refund_token(refund_settings(Path(spec.data_dir)))
     return mint_token(bench_settings(Path(spec.data_dir), tools=spec.tools))
 
