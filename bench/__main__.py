@@ -3,6 +3,7 @@
     uv run python -m bench            # the full run (a few minutes), as published in BENCHMARKS.md
     uv run python -m bench --quick    # the same figures with fewer samples (under 30 s)
     uv run python -m bench --write    # also write the figures into BENCHMARKS.md
+    uv run python -m bench --only external [--quick]   # refunds at a payments provider (localstripe): not by default
 
 Results go to bench/results/<mode>.json (and the profiles next to them); the table is printed at the end.
 """
@@ -34,6 +35,8 @@ from bench.servers import can_pin
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("http", "memory", "components")
+OPTIONAL_SECTIONS = ("external",)
+"""Run only when named with ``--only``: ``external`` starts localstripe and four more servers (bench.bench_external)."""
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -41,7 +44,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="fewer samples: under 30 s")
     size.add_argument("--smoke", action="store_true", help="one short iteration of everything (the smoke test)")
-    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    parser.add_argument(
+        "--only", choices=SECTIONS + OPTIONAL_SECTIONS, action="append", help="run only this section (repeatable)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results are written")
     parser.add_argument("--write", action="store_true", help="write the figures into BENCHMARKS.md")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and the client to CPUs")
@@ -121,6 +126,21 @@ async def run(args: argparse.Namespace, plan: Plan, command: str) -> Results:
             for section in HOOKS:
                 await run_hook(results, section, plan.name)
             timings.append(f"components {time.perf_counter() - t0:.0f} s")
+        if "external" in sections:
+            from bench.bench_external import profile_external, run_external
+
+            t0 = time.perf_counter()
+            await run_external(results, plan, workdir, pin=pin)
+            if postgres:
+                with scratch_schema(postgres) as schema_url, scratch_schema(postgres) as bare_schema_url:
+                    await run_external(
+                        results, plan, workdir, pin=pin, database_url=schema_url, bare_database_url=bare_schema_url
+                    )
+            if profile_dir is not None and plan.profile_calls:
+                path = profile_dir / "external-mandate.txt"
+                await profile_external(plan.profile_calls, path, pin=pin)
+                results.profiles["external-mandate"] = str(path)
+            timings.append(f"external {time.perf_counter() - t0:.0f} s")
     results.seconds = time.perf_counter() - started
     results.notes.append(
         f"Load average (1 min) before and after the run: {load_before} / {_load()}; sections: {', '.join(timings)}."

@@ -26,14 +26,14 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import stripe
 import uvloop
 
-from bench.bench_refund import REFUND_CALL
+from bench.bench_refund import REFUND_CALL, check_refund
 from bench.client import MODERN, RawMcpClient, check_call
 from bench.external_provider import TIMEOUT_SECONDS, MemoryLocalStripe, process_cpu_seconds, provider_env
 from bench.harness import Operation, ab_latency, ab_throughput
@@ -48,6 +48,9 @@ from server.providers.stripe_http import Httpx2StripeClient
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = (1, 8, 32)
 BARE, MANDATE, PROVIDER = "bare-external", "mandate-external", "provider"
+BARE_LOCAL, MANDATE_LOCAL = "bare-refund", "mandate-refund"
+"""The reference pair in the latency alternation: the same refund without a provider (``bench.bench_refund``)."""
+EXTERNAL = (BARE, MANDATE)
 
 
 class BenchFailure(AssertionError):
@@ -74,6 +77,7 @@ class Side:
     """One server under test, its open clients' operations counted (every counted call passed its check)."""
 
     site: Site
+    check: Callable[[bytes], None]
     calls: int = 0
 
     async def open(self) -> RawMcpClient:
@@ -83,7 +87,7 @@ class Side:
 
     def op(self, client: RawMcpClient) -> Operation:
         encoded = client.encode("tools/call", REFUND_CALL, REFUND_TOOL)
-        check = check_mandate if self.site.name == MANDATE else check_bare
+        check = self.check
 
         async def op() -> None:
             check(await client.call(encoded))
@@ -116,10 +120,20 @@ class Provider:
 def external_specs(
     workdir: Path, *, database_url: str | None = None, bare_database_url: str | None = None
 ) -> list[tuple[str, SiteSpec]]:
-    return [
-        (BARE, SiteSpec("bare_external", 0, True, str(workdir / BARE), 0, bare_database_url, group=BARE)),
-        (MANDATE, SiteSpec("mandate_external", 0, True, str(workdir / MANDATE), 0, database_url, group=MANDATE)),
-    ]
+    """The two servers at the provider and, on SQLite, the same two refunding locally (the reference pair)."""
+
+    def spec(name: str, kind: str, url: str | None) -> tuple[str, SiteSpec]:
+        return name, SiteSpec(kind, 0, True, str(workdir / name), 0, url, group=name)
+
+    specs = [spec(BARE, "bare_external", bare_database_url), spec(MANDATE, "mandate_external", database_url)]
+    if database_url is None:
+        specs += [spec(BARE_LOCAL, "bare_refund", None), spec(MANDATE_LOCAL, "mandate_refund", None)]
+    return specs
+
+
+def sides_of(sites: dict[str, Site]) -> dict[str, Side]:
+    checks = {BARE: check_bare, MANDATE: check_mandate, BARE_LOCAL: check_refund, MANDATE_LOCAL: check_refund}
+    return {name: Side(sites[name], check) for name, check in checks.items() if name in sites}
 
 
 @contextlib.asynccontextmanager
@@ -179,14 +193,13 @@ async def _latency(
     clients = {name: await side.open() for name, side in sides.items()}
     try:
         ops = {PROVIDER: provider.op(), **{name: sides[name].op(client) for name, client in clients.items()}}
-        names = (BARE, MANDATE)
-        cpu_before = {name: cpu_seconds(sites[name]) for name in names}
+        cpu_before = {name: cpu_seconds(sites[name]) for name in sides}
         stripe_before = process_cpu_seconds(localstripe.pid) if localstripe.pid else None
-        calls_before = {name: sides[name].calls for name in names}
+        calls_before = {name: side.calls for name, side in sides.items()}
         measured = await ab_latency(ops, warmup=warmup, rounds=rounds, per_round=per_round)
-        cpu_after = {name: cpu_seconds(sites[name]) for name in names}
+        cpu_after = {name: cpu_seconds(sites[name]) for name in sides}
         stripe_after = process_cpu_seconds(localstripe.pid) if localstripe.pid else None
-        calls = {name: sides[name].calls - calls_before[name] for name in names}
+        calls = {name: side.calls - calls_before[name] for name, side in sides.items()}
     finally:
         for client in clients.values():
             await client.close()
@@ -194,10 +207,8 @@ async def _latency(
     direct, bare, mandate = (measured.sides[name] for name in (PROVIDER, BARE, MANDATE))
     engine = "PostgreSQL" if key.endswith(".postgres") else "SQLite"
     label = f"refund_create at a payments provider (localstripe) over HTTP, stateless, {engine}"
-    note = (
-        f"{bare.n} samples a side, {rounds} rounds, alternating with the provider called directly "
-        f"(p50 {direct.p(50):,.0f} us, p99 {direct.p(99):,.0f} us)"
-    )
+    others = ", ".join(name for name in ops if name not in EXTERNAL)
+    note = f"{bare.n} samples a side, {rounds} rounds, alternating with {others}"
     results.comparisons += [
         Comparison(
             f"{key}.p50",
@@ -212,14 +223,31 @@ async def _latency(
             f"{key}.p99", f"{label}: vs the bare server calling the same provider, p99", "us", bare.p(99), mandate.p(99)
         ),
     ]
+    if MANDATE_LOCAL in sides:
+        local_bare, local_mandate = measured.sides[BARE_LOCAL], measured.sides[MANDATE_LOCAL]
+        results.comparisons.append(
+            Comparison(
+                f"{key}.reference.local.p50",
+                "reference, same run: refund_create with no provider (a local refund row), vs the bare same-write "
+                "server, p50",
+                "us",
+                local_bare.p(50),
+                local_mandate.p(50),
+                measured.round_ratios(MANDATE_LOCAL, BARE_LOCAL),
+                note,
+            )
+        )
     results.components += [
         Component(
-            f"{key}.provider.p50", "the provider alone: this process -> SDK -> localstripe, p50", direct.p(50), "us"
+            f"{key}.provider.p50",
+            "the provider alone: the load generator -> stripe SDK (same transport) -> localstripe, p50",
+            direct.p(50),
+            "us",
         ),
         Component(f"{key}.provider.p99", "the provider alone, p99", direct.p(99), "us"),
         Component(
             f"{key}.bare.above_provider.p50",
-            "bare server's p50 above the provider alone (MCP over HTTP, two transactions)",
+            "bare server's p50 above the provider alone (MCP over HTTP, two short transactions)",
             bare.p(50) - direct.p(50),
             "us",
         ),
@@ -230,12 +258,22 @@ async def _latency(
             "us",
         ),
     ]
+    if MANDATE_LOCAL in sides:
+        results.components.append(
+            Component(
+                f"{key}.mandate.above_local.p50",
+                "Mandate's p50 at the provider above its own local refund (the provider call and step (c))",
+                mandate.p(50) - measured.sides[MANDATE_LOCAL].p(50),
+                "us",
+            )
+        )
     cpu = {
         name: (after - before) / calls[name] * 1e6
-        for name in names
+        for name in sides
         if (before := cpu_before[name]) is not None and (after := cpu_after[name]) is not None
     }
-    if len(cpu) == len(names):  # server processes (not the smoke run's in-process servers)
+    if len(cpu) == len(sides):  # server processes (not the smoke run's in-process servers)
+        cpu_note = f"{calls[MANDATE]} calls a side; user + system time of the server process (not localstripe's)"
         results.comparisons.append(
             Comparison(
                 f"{key}.cpu",
@@ -244,15 +282,28 @@ async def _latency(
                 cpu[BARE],
                 cpu[MANDATE],
                 [],
-                f"{calls[MANDATE]} calls a side; user + system time of the server process (localstripe's not included)",
+                cpu_note,
             )
         )
+        if MANDATE_LOCAL in sides:
+            results.comparisons.append(
+                Comparison(
+                    f"{key}.reference.local.cpu",
+                    "reference, same run: refund_create with no provider, server process CPU per call, vs the bare "
+                    "same-write server",
+                    "us",
+                    cpu[BARE_LOCAL],
+                    cpu[MANDATE_LOCAL],
+                    [],
+                    cpu_note,
+                )
+            )
     if stripe_before is not None and stripe_after is not None:
-        refunds = provider.calls + sum(calls.values())
+        refunds = provider.calls + sum(calls[name] for name in EXTERNAL)
         results.components.append(
             Component(
                 f"{key}.localstripe.cpu",
-                "localstripe's own CPU per refund (its process, every side's refunds)",
+                "localstripe's own CPU per refund (its process, over every refund of the latency phase)",
                 (stripe_after - stripe_before) / refunds * 1e6,
                 "us",
                 f"{refunds} refunds",
@@ -359,11 +410,12 @@ async def run_external(
     async with provider_and_sites(
         scratch, plan, pin=pin, database_url=database_url, bare_database_url=bare_database_url
     ) as (localstripe, sites):
-        sides = {name: Side(sites[name]) for name in (BARE, MANDATE)}
+        sides = sides_of(sites)
         with client_pinned(pin):
             await _latency(results, sites, sides, localstripe, plan, key)
-            await _throughput(results, sides, plan, key)
-        checked = await verify(sites, sides, localstripe)
+            external = {name: sides[name] for name in EXTERNAL}
+            await _throughput(results, external, plan, key)
+        checked = await verify(sites, external, localstripe)
     results.notes.append(
         f"External effects ({key}): one localstripe in memory"
         + (", pinned beside the load generator (CPU 1)" if pin else "")
@@ -371,8 +423,9 @@ async def run_external(
     )
 
 
-async def profile_external(calls: int, out: Path, *, pin: bool) -> None:
-    """pyinstrument on Mandate's server process over ``calls`` sequential external refunds (after 50 warm-up)."""
+async def profile_external(calls: int, out: Path, *, pin: bool, site_name: str = MANDATE) -> None:
+    """pyinstrument on one server process (Mandate's by default) over ``calls`` sequential external refunds, after
+    50 warm-up calls (as ``bench.profile_refund``: the profiler slows the server about twice; read shares)."""
     import anyio
 
     with tempfile.TemporaryDirectory(prefix="mandate-profile-external-") as scratch:
@@ -383,21 +436,21 @@ async def profile_external(calls: int, out: Path, *, pin: bool) -> None:
             if pin and localstripe.pid is not None:
                 pin_process(localstripe.pid, CLIENT_CPU)
             specs = [
-                (name, replace(spec, profile=str(out))) for name, spec in external_specs(workdir) if name == MANDATE
+                (name, replace(spec, profile=str(out))) for name, spec in external_specs(workdir) if name == site_name
             ]
             with provider_env(localstripe):
                 async with running(specs, pin=pin) as sites:
-                    side = Side(sites[MANDATE])
+                    side = sides_of(sites)[site_name]
                     with client_pinned(pin):
                         client = await side.open()
                         try:
                             op = side.op(client)
                             for _ in range(50):
                                 await op()
-                            await sites[MANDATE].profile(signal.SIGUSR1)
+                            await sites[site_name].profile(signal.SIGUSR1)
                             for _ in range(calls):
                                 await op()
-                            await sites[MANDATE].profile(signal.SIGUSR2)
+                            await sites[site_name].profile(signal.SIGUSR2)
                         finally:
                             await client.close()
         finally:
@@ -412,8 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where results are written")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and the client to CPUs")
     parser.add_argument("--postgres", default=None, help="also run on this PostgreSQL (a schema each side)")
-    parser.add_argument("--profile", type=Path, default=None, help="instead: profile Mandate's path into this file")
+    parser.add_argument("--profile", type=Path, default=None, help="instead: profile one server's path into this file")
     parser.add_argument("--profile-calls", type=int, default=1000)
+    parser.add_argument(
+        "--profile-site", choices=(MANDATE, BARE, MANDATE_LOCAL), default=MANDATE, help="which server to profile"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("server.auth.dev_issuer").setLevel(logging.ERROR)
@@ -421,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = can_pin() and not args.no_pin and not plan.in_process_servers
     if args.profile is not None:
         args.profile.parent.mkdir(parents=True, exist_ok=True)
-        uvloop.run(profile_external(args.profile_calls, args.profile.resolve(), pin=pin))
+        uvloop.run(profile_external(args.profile_calls, args.profile.resolve(), pin=pin, site_name=args.profile_site))
         print(f"profile: {args.profile}")
         return 0
     command = "uv run python -m bench.bench_external" + (f" --{plan.name}" if plan is not FULL else "")
