@@ -127,15 +127,13 @@ async def run(args: argparse.Namespace, plan: Plan, command: str) -> Results:
                 await run_hook(results, section, plan.name)
             timings.append(f"components {time.perf_counter() - t0:.0f} s")
         if "external" in sections:
-            from bench.bench_external import profile_external, run_external
+            from bench.bench_external import postgres_schemas, profile_external, run_external
 
             t0 = time.perf_counter()
             await run_external(results, plan, workdir, pin=pin)
             if postgres:
-                with scratch_schema(postgres) as schema_url, scratch_schema(postgres) as bare_schema_url:
-                    await run_external(
-                        results, plan, workdir, pin=pin, database_url=schema_url, bare_database_url=bare_schema_url
-                    )
+                with postgres_schemas(postgres) as urls:
+                    await run_external(results, plan, workdir, pin=pin, urls=urls)
             if profile_dir is not None and plan.profile_calls:
                 path = profile_dir / "external-mandate.txt"
                 await profile_external(plan.profile_calls, path, pin=pin)

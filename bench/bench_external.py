@@ -3,18 +3,23 @@
 a bare ``MCPServer`` that makes the same Stripe call and the same refund row (``bench.bare_external``), both against
 one localstripe (``bench.external_provider``).
 
-    uv run python -m bench.bench_external            # the full plan (a few minutes)
-    uv run python -m bench.bench_external --quick    # fewer samples (about a minute with start-up)
+    uv run python -m bench.bench_external            # the full plan (about 100 s)
+    uv run python -m bench.bench_external --quick    # fewer samples (about 30 s with start-up)
+    uv run python -m bench.bench_external --quick --postgres postgresql://postgres@127.0.0.1:5432/test  # and on PG
+    uv run python -m bench.bench_external --profile bench/results/profiles/external-mandate.txt  # pyinstrument
     uv run python -m bench --only external [--quick] # the same, as a section of the suite (not in its default run)
 
-Latency alternates three sides in blocks (A B C A B C ...): the provider alone (this process calling localstripe
-through the same SDK and transport, the part of every call neither server can avoid), the bare server and Mandate;
-each side refunds one cent a call from its own payment, so what localstripe holds grows alike for both servers.
-Throughput alternates the two servers with 1, 8 and 32 clients. Every answer is checked (a success naming the
-provider's ``re_`` refund; for Mandate, the effect's status ``succeeded``), and at the end every call is checked
-again where it left its traces: each Mandate call has a ``completed`` intent and none is ``started`` or ``failed``,
-each side's database has one refund row per call with a provider id, and localstripe holds exactly one refund per
-call on each side's payment. Anything else fails the run.
+Latency alternates five sides in blocks (A B C D E A B C D E ...): the provider alone (this process calling
+localstripe through the same SDK and transport: the part of every call neither server can avoid), the bare server
+and Mandate at the provider, and the reference pair, the same two refunding with no provider (``bench.bench_refund``'s
+bare same-write server and Mandate's local refund), so one run shows what going to the provider adds on each side.
+Each server refunds one cent a call from its own order and payment, so what localstripe holds grows alike for both.
+Throughput alternates the two servers at the provider with 1, 8 and 32 clients.
+
+Every answer is checked (a success naming the provider's ``re_`` refund; for Mandate, the effect's status
+``succeeded``), and at the end every call is checked again where it left its traces: each Mandate call has a
+``completed`` intent and none is ``started`` or ``failed``, each side's database has one refund row per call with a
+provider id, and localstripe holds exactly one refund per call on each side's payment. Anything else fails the run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -117,18 +122,25 @@ class Provider:
         return op
 
 
-def external_specs(
-    workdir: Path, *, database_url: str | None = None, bare_database_url: str | None = None
-) -> list[tuple[str, SiteSpec]]:
-    """The two servers at the provider and, on SQLite, the same two refunding locally (the reference pair)."""
+KINDS = {BARE: "bare_external", MANDATE: "mandate_external", BARE_LOCAL: "bare_refund", MANDATE_LOCAL: "mandate_refund"}
 
-    def spec(name: str, kind: str, url: str | None) -> tuple[str, SiteSpec]:
-        return name, SiteSpec(kind, 0, True, str(workdir / name), 0, url, group=name)
 
-    specs = [spec(BARE, "bare_external", bare_database_url), spec(MANDATE, "mandate_external", database_url)]
-    if database_url is None:
-        specs += [spec(BARE_LOCAL, "bare_refund", None), spec(MANDATE_LOCAL, "mandate_refund", None)]
-    return specs
+def external_specs(workdir: Path, urls: Mapping[str, str] | None = None) -> list[tuple[str, SiteSpec]]:
+    """The two servers at the provider and the same two refunding locally (the reference pair), each with a
+    database of its own: a SQLite file in its directory, or the PostgreSQL URL (a schema) ``urls`` names."""
+    return [
+        (name, SiteSpec(kind, 0, True, str(workdir / name), 0, urls[name] if urls else None, group=name))
+        for name, kind in KINDS.items()
+    ]
+
+
+@contextlib.contextmanager
+def postgres_schemas(postgres: str) -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL schema for each site (``bench.pg.scratch_schema``), dropped afterwards."""
+    from bench.pg import scratch_schema
+
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(scratch_schema(postgres)) for name in KINDS}
 
 
 def sides_of(sites: dict[str, Site]) -> dict[str, Side]:
@@ -138,7 +150,7 @@ def sides_of(sites: dict[str, Site]) -> dict[str, Side]:
 
 @contextlib.asynccontextmanager
 async def provider_and_sites(
-    workdir: Path, plan: Plan, *, pin: bool, database_url: str | None = None, bare_database_url: str | None = None
+    workdir: Path, plan: Plan, *, pin: bool, urls: Mapping[str, str] | None = None
 ) -> AsyncIterator[tuple[LocalStripe, dict[str, Site]]]:
     """localstripe (pinned beside the load generator) and the two servers configured to reach it."""
     import anyio
@@ -148,7 +160,7 @@ async def provider_and_sites(
     try:
         if pin and localstripe.pid is not None:
             pin_process(localstripe.pid, CLIENT_CPU)
-        specs = external_specs(workdir, database_url=database_url, bare_database_url=bare_database_url)
+        specs = external_specs(workdir, urls)
         with provider_env(localstripe):
             async with running(specs, in_process=plan.in_process_servers, pin=pin) as sites:
                 yield localstripe, sites
@@ -228,8 +240,8 @@ async def _latency(
         results.comparisons.append(
             Comparison(
                 f"{key}.reference.local.p50",
-                "reference, same run: refund_create with no provider (a local refund row), vs the bare same-write "
-                "server, p50",
+                f"reference, same run: refund_create with no provider (a local refund row), {engine}: vs the bare "
+                "same-write server, p50",
                 "us",
                 local_bare.p(50),
                 local_mandate.p(50),
@@ -240,20 +252,20 @@ async def _latency(
     results.components += [
         Component(
             f"{key}.provider.p50",
-            "the provider alone: the load generator -> stripe SDK (same transport) -> localstripe, p50",
+            f"the provider alone: the load generator -> stripe SDK (same transport) -> localstripe, p50, {engine}",
             direct.p(50),
             "us",
         ),
-        Component(f"{key}.provider.p99", "the provider alone, p99", direct.p(99), "us"),
+        Component(f"{key}.provider.p99", f"the provider alone, p99, {engine}", direct.p(99), "us"),
         Component(
             f"{key}.bare.above_provider.p50",
-            "bare server's p50 above the provider alone (MCP over HTTP, two short transactions)",
+            f"bare server's p50 above the provider alone (MCP over HTTP, two short transactions), {engine}",
             bare.p(50) - direct.p(50),
             "us",
         ),
         Component(
             f"{key}.mandate.above_provider.p50",
-            "Mandate's p50 above the provider alone (MCP over HTTP, token, policy, (a), (c))",
+            f"Mandate's p50 above the provider alone (MCP over HTTP, token, policy, (a), (c)), {engine}",
             mandate.p(50) - direct.p(50),
             "us",
         ),
@@ -262,7 +274,7 @@ async def _latency(
         results.components.append(
             Component(
                 f"{key}.mandate.above_local.p50",
-                "Mandate's p50 at the provider above its own local refund (the provider call and step (c))",
+                f"Mandate's p50 at the provider above its own local refund (the provider call and step (c)), {engine}",
                 mandate.p(50) - measured.sides[MANDATE_LOCAL].p(50),
                 "us",
             )
@@ -289,8 +301,8 @@ async def _latency(
             results.comparisons.append(
                 Comparison(
                     f"{key}.reference.local.cpu",
-                    "reference, same run: refund_create with no provider, server process CPU per call, vs the bare "
-                    "same-write server",
+                    f"reference, same run: refund_create with no provider, {engine}: server process CPU per call, vs "
+                    "the bare same-write server",
                     "us",
                     cpu[BARE_LOCAL],
                     cpu[MANDATE_LOCAL],
@@ -303,7 +315,7 @@ async def _latency(
         results.components.append(
             Component(
                 f"{key}.localstripe.cpu",
-                "localstripe's own CPU per refund (its process, over every refund of the latency phase)",
+                f"localstripe's own CPU per refund (its process, over every refund of the latency phase), {engine}",
                 (stripe_after - stripe_before) / refunds * 1e6,
                 "us",
                 f"{refunds} refunds",
@@ -312,6 +324,7 @@ async def _latency(
 
 
 async def _throughput(results: Results, sides: dict[str, Side], plan: Plan, key: str) -> None:
+    engine = "PostgreSQL" if key.endswith(".postgres") else "SQLite"
     for count in CLIENTS:
         opened = {name: [await side.open() for _ in range(count)] for name, side in sides.items()}
         try:
@@ -329,7 +342,7 @@ async def _throughput(results: Results, sides: dict[str, Side], plan: Plan, key:
         results.comparisons.append(
             Comparison(
                 f"{key.replace('.http.stateless', '.throughput')}.c{count}",
-                f"refund_create at localstripe, throughput, {count} client{'s' if count > 1 else ''} "
+                f"refund_create at localstripe, throughput, {count} client{'s' if count > 1 else ''}, {engine} "
                 "(vs the bare server calling the same provider)",
                 "calls/s",
                 measured.rate(BARE),
@@ -400,16 +413,13 @@ async def run_external(
     workdir: Path,
     *,
     pin: bool,
-    database_url: str | None = None,
-    bare_database_url: str | None = None,
+    urls: Mapping[str, str] | None = None,
 ) -> None:
-    """The section: latency (three sides), throughput (two), then the check of every call; on one engine."""
-    key = "external.http.stateless" + (".postgres" if database_url else "")
-    scratch = workdir / ("external-pg" if database_url else "external")
+    """The section: latency (five sides), throughput (two), then the check of every call; on one engine."""
+    key = "external.http.stateless" + (".postgres" if urls else "")
+    scratch = workdir / ("external-pg" if urls else "external")
     started = time.perf_counter()
-    async with provider_and_sites(
-        scratch, plan, pin=pin, database_url=database_url, bare_database_url=bare_database_url
-    ) as (localstripe, sites):
+    async with provider_and_sites(scratch, plan, pin=pin, urls=urls) as (localstripe, sites):
         sides = sides_of(sites)
         with client_pinned(pin):
             await _latency(results, sites, sides, localstripe, plan, key)
@@ -497,10 +507,8 @@ async def _run(plan: Plan, command: str, *, pin: bool, postgres: str | None) -> 
     with tempfile.TemporaryDirectory(prefix="mandate-bench-external-") as scratch:
         await run_external(results, plan, Path(scratch), pin=pin)
         if postgres:
-            from bench.pg import scratch_schema
-
-            with scratch_schema(postgres) as url, scratch_schema(postgres) as bare_url:
-                await run_external(results, plan, Path(scratch), pin=pin, database_url=url, bare_database_url=bare_url)
+            with postgres_schemas(postgres) as urls:
+                await run_external(results, plan, Path(scratch), pin=pin, urls=urls)
     results.seconds = time.perf_counter() - started
     results.notes.append(f"Load average (1 min) before and after the run: {load_before} / {_load()}.")
     return results
