@@ -29,7 +29,7 @@ from server.auth.principal import Principal
 from server.callpath.admit import Admitted
 from server.callpath.answers import Refusal
 from server.callpath.decide import Gate, decide_in
-from server.callpath.outage import failure_refusal
+from server.callpath.outage import COMMIT_IN_DOUBT, failure_refusal
 from server.callpath.record import Invocation, Outcome, build_record, refusal_result
 from server.catalog import ToolCatalog
 from server.config import EffectsSettings, IdempotencySettings
@@ -172,10 +172,12 @@ class CallPathCore:
             logger.exception("an idempotency claim could not be released")
 
     async def internal_error(self, call: Invocation, audit_id: str) -> tuple[types.CallToolResult, str]:
-        """Fail closed: the action did not happen; say so, and record it if the database lets us."""
+        """Fail closed: the action did not happen (or, its commit in doubt, may have); say so, and record it if the
+        database lets us."""
         # called from an ``except`` block: a database outage answers retryably (server.callpath.outage)
         refusal = failure_refusal(sys.exc_info()[1], INTERNAL_ERROR)
-        outcome = Outcome("error", "failed", refusal.code, refusal.message)
+        ended = "unknown" if refusal.code == COMMIT_IN_DOUBT.code else "failed"  # it may have committed
+        outcome = Outcome("error", ended, refusal.code, refusal.message)
         try:
             await self.record_alone(call, outcome, audit_id=audit_id)
         except Exception:

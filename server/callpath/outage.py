@@ -4,7 +4,9 @@ A call that fails because the database cannot be reached (connection refused or 
 server shutting down, SQLite busy) did nothing: the effect and its record commit together or not at all. The answer
 is still a refusal (fail closed), but it says ``database_unavailable`` with ``retryable: true`` and a
 ``retry_after_seconds``, so an agent can retry with the same idempotency key instead of giving up or guessing. Any
-other failure stays ``internal_error``. Neither message carries a driver's text.
+other failure stays ``internal_error``. One case is neither: the connection broke after ``COMMIT`` was sent, so the
+transaction may have committed; that answer is ``database_commit_in_doubt`` (``outcome: unknown``), and its record
+says ``unknown``, never that nothing changed. No message carries a driver's text.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import psycopg
 from sqlalchemy import exc as sa
 
 from server.callpath.answers import Refusal
+from server.storage.pg_unit import CommitInDoubt
 
 RETRY_AFTER_SECONDS = 5
 
@@ -24,6 +27,15 @@ DATABASE_UNAVAILABLE = Refusal(
     message="The action could not be completed because the database is unavailable right now; nothing was changed. "
     f"Retry in {RETRY_AFTER_SECONDS} s (with the same idempotency key, if you used one).",
     details={"retryable": True, "retry_after_seconds": RETRY_AFTER_SECONDS},
+)
+
+COMMIT_IN_DOUBT = Refusal(
+    status="failed",
+    code="database_commit_in_doubt",
+    message="The connection to the database was lost while this action was being committed, so it is not known "
+    "whether it took effect. Retry with the same idempotency key to get its outcome; without one, check the audit "
+    "log or the resource before asking again.",
+    details={"retryable": True, "retry_after_seconds": RETRY_AFTER_SECONDS, "outcome": "unknown"},
 )
 
 _PG_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
@@ -65,5 +77,8 @@ def is_database_outage(error: BaseException | None) -> bool:
 
 
 def failure_refusal(error: BaseException | None, fallback: Refusal) -> Refusal:
-    """``database_unavailable`` for an outage, else ``fallback`` (the internal error)."""
+    """``database_commit_in_doubt`` when the connection broke after COMMIT was sent, ``database_unavailable`` for
+    another outage, else ``fallback`` (the internal error)."""
+    if error is not None and any(isinstance(item, CommitInDoubt) for item in _chain(error)):
+        return COMMIT_IN_DOUBT
     return DATABASE_UNAVAILABLE if is_database_outage(error) else fallback

@@ -51,6 +51,11 @@ class ConnectionLost(RuntimeError):
     """The connection broke before the unit's ``COMMIT`` was sent: nothing committed, and the unit may run again."""
 
 
+class CommitInDoubt(RuntimeError):
+    """The connection broke once the unit's ``COMMIT`` had been sent: it may have committed or not, so the unit is
+    neither run again nor reported as having changed nothing (:mod:`server.callpath.outage`)."""
+
+
 def _broken(exc: BaseException, connection: psycopg.AsyncConnection[Any]) -> bool:
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated)
@@ -77,10 +82,11 @@ async def run_unit(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitable
             raise psycopg.errors.InFailedSqlTransaction(
                 "a statement of this transaction failed, so it cannot commit; it was rolled back"
             )
-        committing = True
         if session.sync_session.in_transaction():
             await flush_deferred(session)
+            committing = True
             await session.commit()  # the ORM took part: its flush, then psycopg's COMMIT
+        committing = True
         # the queued writes and COMMIT; or COMMIT alone where the session's commit sent none (an ORM transaction
         # begun without a statement, such as an empty savepoint or an unchanged object added, holds no connection)
         await commit_deferred(session)
@@ -96,6 +102,8 @@ async def run_unit(engine: AsyncEngine, work: Callable[[AsyncSession], Awaitable
             await _release(fairy)
         if lost and not committing:
             raise ConnectionLost("the database connection was lost before the commit") from exc
+        if lost:
+            raise CommitInDoubt("the database connection was lost while committing; the outcome is unknown") from exc
         raise
     await _release(fairy)
     return result
