@@ -3,7 +3,8 @@
     uv run python -m bench            # the full run (a few minutes), as published in BENCHMARKS.md
     uv run python -m bench --quick    # the same figures with fewer samples (under 30 s)
     uv run python -m bench --write    # also write the figures into BENCHMARKS.md
-    uv run python -m bench --only external [--quick]   # refunds at a payments provider (localstripe): not by default
+    uv run python -m bench --only external [--quick]   # refunds at a payments provider: not by default
+                                                       # (results in bench/results/external/<mode>.json)
 
 Results go to bench/results/<mode>.json (and the profiles next to them); the table is printed at the end.
 """
@@ -160,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("server.auth.dev_issuer").setLevel(logging.ERROR)
     command = "uv run python -m bench" + (f" --{plan.name}" if plan is not FULL else "")
     results = uvloop.run(run(args, plan, command))
-    path = results.write(args.out)
+    # an optional section alone writes beside its standalone module's results, never over the published run's
+    only_optional = bool(args.only) and set(args.only) <= set(OPTIONAL_SECTIONS)
+    path = results.write(args.out / "external" if only_optional else args.out)
     print(render(results))
     print(f"\nresults: {path}")
     for name, profile in results.profiles.items():
