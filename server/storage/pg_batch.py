@@ -10,15 +10,17 @@ the pipeline, and the results are read once the socket is readable. Values are d
 own adapters (``psycopg.adapt.Transformer``), so they are exactly what psycopg would send and return. The first
 failing statement's error is raised (psycopg's exception class for its SQLSTATE) once every result up to the
 ``Sync`` has been read; the statements after it are not run (libpq's pipeline mode: "Pipeline Mode", PostgreSQL
-documentation, section 34.5). A cancelled exchange leaves the connection in pipeline mode with results unread: the
-unit of work drops such a connection.
+documentation, section 34.5). An exchange interrupted after it sent anything (cancelled, or any error before its
+results are read) closes the connection: it is in pipeline mode with results unread, and the unit of work drops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
+import secrets
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +37,7 @@ Outcome = tuple[list[tuple[Any, ...]], int]
 _PLACEHOLDER = re.compile(r"%(?:%|\(([^)]*)\)s)")
 _POSITIONAL: dict[str, tuple[bytes, tuple[str, ...]]] = {}
 _NAMES = itertools.count()
+_PROCESS = secrets.token_hex(4)
 _MAX_PREPARED = 256
 """Statements kept prepared per connection; past that, a new one is sent unnamed (the server plans it each time)."""
 _STATEMENT_GONE = "26000"
@@ -70,32 +73,53 @@ async def exchange(connection: psycopg.AsyncConnection[Any], statements: Sequenc
     if names is None:
         names = _PREPARED[pg] = {}
     transformer = Transformer(connection)  # dumps the values and loads the rows, as a psycopg cursor's does
+    # every value is dumped before anything is sent: a value that cannot be (a NUL in a string) fails here, with
+    # the connection untouched
+    dumped = [
+        (sql, None, (), [])
+        if params is None
+        else (
+            sql,
+            transformer.dump_sequence(params, [PyFormat.AUTO] * len(params)),
+            tuple(transformer.types or ()),
+            list(transformer.formats or ()),
+        )
+        for sql, params in statements
+    ]
     preparing: list[_Preparing | None] = []  # per command sent: the statement it prepares, or None (a query)
     async with connection.lock:
         pg.enter_pipeline_mode()
-        for sql, params in statements:
-            if params is None:
-                pg.send_query_params(sql, None)
+        try:
+            for sql, values, types, formats in dumped:
+                if values is None:
+                    pg.send_query_params(sql, None)
+                    preparing.append(None)
+                    continue
+                key = (sql, types)
+                name = names.get(key)
+                if name is None and len(names) >= _MAX_PREPARED:  # a rare shape: planned once, not kept
+                    pg.send_query_params(sql, values, param_types=types, param_formats=formats)
+                    preparing.append(None)
+                    continue
+                if name is None:
+                    name = _new_name()
+                    pg.send_prepare(name, sql, param_types=types)
+                    preparing.append((key, name))
+                pg.send_query_prepared(name, values, param_formats=formats)
                 preparing.append(None)
-                continue
-            values = transformer.dump_sequence(params, [PyFormat.AUTO] * len(params))
-            types, formats = tuple(transformer.types or ()), list(transformer.formats or ())
-            key = (sql, types)
-            name = names.get(key)
-            if name is None and len(names) >= _MAX_PREPARED:  # a rare shape: planned once, not kept
-                pg.send_query_params(sql, values, param_types=types, param_formats=formats)
-                preparing.append(None)
-                continue
-            if name is None:
-                name = f"_mandate_{next(_NAMES)}".encode()
-                pg.send_prepare(name, sql, param_types=types)
-                preparing.append((key, name))
-            pg.send_query_prepared(name, values, param_formats=formats)
-            preparing.append(None)
-        pg.pipeline_sync()
-        groups = await _results(connection, pg)
-        pg.exit_pipeline_mode()
+            pg.pipeline_sync()
+            groups = await _results(connection, pg)
+            pg.exit_pipeline_mode()
+        except BaseException:  # commands sent, results unread: this connection's state is unknown; never reused
+            pg.finish()
+            raise
     return _outcomes(connection, transformer, groups, preparing, names)
+
+
+def _new_name() -> bytes:
+    """A statement name no other process uses: a pooler in transaction mode can hand one server session to
+    several processes, where a name another process prepared must not be taken for one of this process's."""
+    return f"_m{os.getpid():x}_{_PROCESS}_{next(_NAMES)}".encode()
 
 
 async def _results(connection: psycopg.AsyncConnection[Any], pg: Any) -> list[list[Any]]:

@@ -174,3 +174,21 @@ async def test_past_the_prepared_statements_kept_a_statement_is_sent_unnamed_wit
         monkeypatch.undo()
         assert await batch.exchange(connection, [(b"SELECT $1::int + 1", [41])]) == [([(42,)], 1)]  # now prepared
         await connection.set_autocommit(False)
+
+
+async def test_a_value_that_cannot_be_sent_fails_before_anything_is_and_leaves_the_connection_as_it_was(
+    pg: Database,
+) -> None:
+    import psycopg
+
+    from server.storage.pg_batch import exchange
+
+    async with pg.engine.connect() as held:
+        connection: Any = (await held.get_raw_connection()).driver_connection
+        await connection.set_autocommit(True)
+        with pytest.raises(psycopg.DataError):
+            await exchange(connection, [(b"BEGIN", None), (b"SELECT $1::text", ["a\x00b"])])
+        assert connection.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        assert connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE  # BEGIN was never sent
+        assert await exchange(connection, [(b"SELECT $1::text", ["ab"])]) == [([("ab",)], 1)]
+        await connection.set_autocommit(False)
