@@ -87,6 +87,7 @@ async def exchange(connection: psycopg.AsyncConnection[Any], statements: Sequenc
         for sql, params in statements
     ]
     preparing: list[_Preparing | None] = []  # per command sent: the statement it prepares, or None (a query)
+    sending: dict[tuple[bytes, tuple[int, ...]], bytes] = {}  # the statements this pipeline prepares
     async with connection.lock:
         pg.enter_pipeline_mode()
         try:
@@ -96,13 +97,13 @@ async def exchange(connection: psycopg.AsyncConnection[Any], statements: Sequenc
                     preparing.append(None)
                     continue
                 key = (sql, types)
-                name = names.get(key)
+                name = names.get(key) or sending.get(key)  # prepared before, or earlier in this pipeline
                 if name is None and len(names) >= _MAX_PREPARED:  # a rare shape: planned once, not kept
                     pg.send_query_params(sql, values, param_types=types, param_formats=formats)
                     preparing.append(None)
                     continue
                 if name is None:
-                    name = _new_name()
+                    name = sending[key] = _new_name()
                     pg.send_prepare(name, sql, param_types=types)
                     preparing.append((key, name))
                 pg.send_query_prepared(name, values, param_formats=formats)

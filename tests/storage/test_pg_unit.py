@@ -192,3 +192,22 @@ async def test_a_value_that_cannot_be_sent_fails_before_anything_is_and_leaves_t
         assert connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE  # BEGIN was never sent
         assert await exchange(connection, [(b"SELECT $1::text", ["ab"])]) == [([("ab",)], 1)]
         await connection.set_autocommit(False)
+
+
+async def test_a_statement_met_twice_in_one_round_trip_is_prepared_once(pg: Database) -> None:
+    from server.storage.pg_batch import exchange
+
+    sql = b"SELECT $1::int * 2 AS twice_in_one_pipeline"
+    async with pg.engine.connect() as held:
+        connection: Any = (await held.get_raw_connection()).driver_connection
+        await connection.set_autocommit(True)
+        assert await exchange(connection, [(sql, [1]), (sql, [2]), (sql, [3])]) == [
+            ([(2,)], 1),
+            ([(4,)], 1),
+            ([(6,)], 1),
+        ]
+        found = await connection.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%twice_in_one_pipeline'"
+        )
+        assert await found.fetchone() == (1,)
+        await connection.set_autocommit(False)
