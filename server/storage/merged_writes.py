@@ -7,6 +7,7 @@ write's row count checked after it (PostgreSQL documentation, "WITH Queries": da
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -269,15 +270,19 @@ def _merge_sql(group: Sequence[Write], *, checked: bool) -> tuple[str, tuple[_So
     return sql, tuple(numbers)
 
 
-_EXPECT_TAG = "mandate.expect:"
-_EXPECT_FAILED = re.compile(re.escape(_EXPECT_TAG) + r"(\d+):(\d+)")
+_EXPECT_TAG = f"mandate.expect.{secrets.token_hex(6)}:"
+"""Names a failed row-count check; the per-process token keeps a value a caller sent (which a failed cast would quote
+too) from ever being taken for one."""
+_EXPECT_FAILED = re.compile('"' + re.escape(_EXPECT_TAG) + r'(\d+):(\d+)"$')
 
 
 def mismatch_of(group: Sequence[Write], error: BaseException) -> Exception | None:
     """The error a checked merged statement's failure stands for (the write's own mismatch), or ``None``."""
     if getattr(error, "sqlstate", None) != "22P02":  # invalid_text_representation: the failed cast
         return None
-    found = _EXPECT_FAILED.search(str(error))
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    found = _EXPECT_FAILED.search(primary if isinstance(primary, str) else str(error).split("\n", 1)[0])
     if found is None or int(found.group(1)) >= len(group):
         return None
     write, count = group[int(found.group(1))], int(found.group(2))
