@@ -32,7 +32,7 @@ from server.toolkit import (
 )
 from tools.compensations import flag_refund
 from tools.orders import OrderId, order_facts
-from tools.store.access import OrderRow, add_refunded, get_order, locked_order
+from tools.store.access import OrderRow, add_refunded, locked_order
 from tools.store.models import Order, Refund
 
 Amount = Annotated[
@@ -90,10 +90,10 @@ def parse_amount(args: RefundCreateArgs) -> Money:
     return money
 
 
-async def _refundable(args: RefundCreateArgs, ctx: ToolContext) -> tuple[Money, Order]:
-    """The amount, and the order (locked), once the refund is known to fit what is left on it."""
+async def _refundable(args: RefundCreateArgs, ctx: ToolContext) -> tuple[Money, OrderRow]:
+    """The amount, and the order (locked; read by the facts loader already), once the refund is known to fit."""
     amount = parse_amount(args)
-    order = await get_order(ctx, args.order_id, for_update=True)
+    order = await locked_order(ctx, args.order_id)
     _check_fits(amount, order)
     return amount, order
 
@@ -125,8 +125,7 @@ async def hold_refund(args: RefundCreateArgs, ctx: ToolContext) -> RefundPlan:
             f"Order {order.id} has no payment at the payments provider, so it cannot be refunded there; nothing "
             "was done.",
         )
-    order.refunded_minor += amount.minor
-    ctx.session.add(order)
+    await add_refunded(ctx, order, amount.minor)
     return RefundPlan(
         order_id=order.id,
         customer_id=order.customer_id,
@@ -156,12 +155,14 @@ async def find_refund(plan: RefundPlan, provider: Any, effect: EffectCall) -> Pr
 
 async def record_refund(plan: RefundPlan, refund: ProviderObject, ctx: ToolContext) -> RefundPublic:
     """``complete``: the local refund row for the provider's refund (the amount was held by ``hold_refund``)."""
-    order = await get_order(ctx, plan.order_id, for_update=True)
+    order = await locked_order(ctx, plan.order_id)
     held = plan.money
     if refund.amount != held:  # the provider's amount is what happened; the hold follows it
-        order.refunded_minor += refund.amount.minor - held.minor
-    row = Refund(
-        id=f"ref_{uuid.uuid4().hex[:20]}",
+        order = await add_refunded(ctx, order, refund.amount.minor - held.minor)
+    refund_id = f"ref_{uuid.uuid4().hex[:20]}"
+    await ctx.write(
+        _ADD_REFUND,
+        id=refund_id,
         order_id=order.id,
         customer_id=order.customer_id,
         amount_minor=refund.amount.minor,
@@ -172,22 +173,14 @@ async def record_refund(plan: RefundPlan, refund: ProviderObject, ctx: ToolConte
         audit_id=ctx.audit_id,
         provider_refund_id=refund.id,
     )
-    ctx.session.add(order)
-    ctx.session.add(row)
-    await ctx.session.flush()
-    answer = _public(row, order)
+    answer = _answer(refund_id, refund.amount, order)
     return answer.model_copy(update={"provider_refund_id": refund.id, "provider_status": refund.status})
 
 
 async def release_refund(plan: RefundPlan, ctx: ToolContext) -> None:
     """``release``: the provider did not refund; the held amount is refundable again."""
-    order = await get_order(ctx, plan.order_id, for_update=True)
-    order.refunded_minor -= plan.money.minor
-    ctx.session.add(order)
-
-
-def _public(refund: Refund, order: Order | OrderRow) -> RefundPublic:
-    return _answer(refund.id, Money.from_minor(refund.amount_minor, refund.currency), order)
+    order = await locked_order(ctx, plan.order_id)
+    await add_refunded(ctx, order, -plan.money.minor)
 
 
 def _answer(refund_id: str, amount: Money, order: Order | OrderRow) -> RefundPublic:
