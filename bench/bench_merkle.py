@@ -15,7 +15,8 @@ turn of it at every statement (``--sequencer here`` measures that too). Each wri
 change in the machine's load falls on both sides:
 
 - *plain*: each transaction inserts the same record into ``bench_plain`` (``LIKE audit_records INCLUDING ALL``:
-  the same columns, identity and indexes, no triggers, no leaf hash): the floor;
+  the same columns, identity and indexes, no triggers, no leaf hash), through the same prepared, queued insert
+  that ``chain.append`` uses, so both sides' transactions take the same round trips: the floor;
 - *audited*: each transaction appends through ``server.audit.chain.append`` (leaf hash, triggers).
 
 The integration lag, two ways. *From commit*: each audited writer notes when its commit returned; afterwards each
@@ -64,6 +65,7 @@ from server.audit.sequencer import Sequencer, integrate_batch, sequencing
 from server.audit.tree import HEADS, consistency_proof, inclusion_proof, latest_head
 from server.audit.verify import verify_log
 from server.storage.database import Database
+from server.storage.prepared import Prepared, defer
 from server.storage.schema import create_schema
 
 WRITERS = (1, 4, 16, 32)
@@ -100,17 +102,22 @@ def _fresh_record(index: int) -> Any:
 
 
 async def _audited(session: AsyncSession, index: int) -> str:
-    entry = await chain.append(session, _fresh_record(index))
-    return str(entry.id)
+    """An audited call's record, appended as the call path appends it (column values, queued with the COMMIT)."""
+    values = chain.record_values(_fresh_record(index))
+    await chain.append(session, values)
+    return str(values["id"])
 
 
 def _plain_work(plain: Table) -> Any:
+    """The floor: the same record inserted the way ``chain.append`` inserts it (a prepared statement, queued and sent
+    with the transaction's COMMIT), minus the log: no leaf hash computed, no triggers."""
+    statement = Prepared(insert(plain))
+
     async def work(session: AsyncSession, index: int) -> None:
         values = chain.record_values(_fresh_record(index))
         del values["seq"]
         values["leaf_hash"] = "00" * 32
-        connection = await session.connection()
-        await connection.execute(insert(plain), values)
+        await defer(session, statement, values, expect=1)
 
     return work
 
