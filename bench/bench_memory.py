@@ -117,6 +117,13 @@ async def _drive(site: Any, calls: int) -> None:
             await client.close()
 
 
+SIDES = {
+    "bare-refund": "bare same-write server",
+    "bare-refund-direct": "bare server on a held sqlite3 connection",
+}
+"""How each measured server is named in the figures (Mandate's own name for any other)."""
+
+
 def checkpoints(calls: int) -> list[int]:
     """Where the memory is read on the way: 1%, 10%, 50% and all of the calls."""
     return sorted({max(1, calls // 100), max(1, calls // 10), max(1, calls // 2), calls})
@@ -166,7 +173,7 @@ async def run_rss(results: Results, plan: Plan, workdir: Path, *, pin: bool) -> 
         return
     figures = await measure_rss(workdir, plan.rss_calls, pin=pin)
     for name, (at_rest, after, seconds) in figures.items():
-        side = "bare same-write server" if name.startswith("bare") else "Mandate (refund_create, SQLite)"
+        side = SIDES.get(name, "Mandate (refund_create, SQLite)")
         results.components.append(
             Component(f"memory.rss.{name}.at_rest", f"resident memory at rest, {side}", at_rest / 2**20, "MiB")
         )
