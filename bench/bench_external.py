@@ -40,7 +40,7 @@ import uvloop
 
 from bench.bench_refund import REFUND_CALL, check_refund
 from bench.client import MODERN, RawMcpClient, check_call
-from bench.external_provider import TIMEOUT_SECONDS, MemoryLocalStripe, process_cpu_seconds, provider_env
+from bench.external_provider import TIMEOUT_SECONDS, memory_localstripe, process_cpu_seconds, provider_env
 from bench.harness import Operation, ab_latency, ab_throughput
 from bench.plan import FULL, QUICK, SMOKE, Plan
 from bench.refund_store import ORDER, REFUND_TOOL
@@ -155,7 +155,7 @@ async def provider_and_sites(
     """localstripe (pinned beside the load generator) and the two servers configured to reach it."""
     import anyio
 
-    localstripe = MemoryLocalStripe(workdir / "localstripe")
+    localstripe = memory_localstripe(workdir / "localstripe")
     await anyio.to_thread.run_sync(localstripe.start)
     try:
         if pin and localstripe.pid is not None:
@@ -440,7 +440,7 @@ async def profile_external(calls: int, out: Path, *, pin: bool, site_name: str =
 
     with tempfile.TemporaryDirectory(prefix="mandate-profile-external-") as scratch:
         workdir = Path(scratch)
-        localstripe = MemoryLocalStripe(workdir / "localstripe")
+        localstripe = memory_localstripe(workdir / "localstripe")
         await anyio.to_thread.run_sync(localstripe.start)
         try:
             if pin and localstripe.pid is not None:

@@ -5,7 +5,7 @@ localstripe runs as ``python -m server.providers.localstripe`` (the module the t
 is) but *without* ``--state``. With a state file, localstripe pickles its whole store after every write, three
 times per refund (the refund, its balance transaction, the POST itself), so each call gets slower as refunds pile
 up; in memory, a refund costs it the same at the ten-thousandth call as at the first, and what grows is only its
-heap. :class:`MemoryLocalStripe` is :class:`~server.providers.localstripe.LocalStripe` with that one difference.
+heap. :func:`memory_localstripe` is :class:`~server.providers.localstripe.LocalStripe` with ``persist=False``.
 
 The servers learn where the provider is the way a deployment does, from ``MANDATE_STRIPE_API_KEY``,
 ``MANDATE_STRIPE_API_BASE`` and ``MANDATE_PAYMENTS_TIMEOUT_SECONDS`` in their environment (:func:`provider_env`
@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server.providers.localstripe import KEY_VARIABLE, LocalStripe
+from server.providers.localstripe import LocalStripe
 
 if TYPE_CHECKING:
     from server.config import PaymentsSettings
@@ -40,37 +38,9 @@ ENV_TIMEOUT = "MANDATE_PAYMENTS_TIMEOUT_SECONDS"
 PROVIDER_VARIABLES = (ENV_KEY, ENV_BASE, ENV_TIMEOUT)
 
 
-class MemoryLocalStripe(LocalStripe):
-    """A localstripe process that keeps its state in memory only (no ``--state``; see the module docstring)."""
-
-    def start(self) -> LocalStripe:
-        if self.running:
-            return self
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        port_file = self.state_dir / "port"
-        port_file.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "server.providers.localstripe",
-            "--port",
-            str(self.port),
-            "--port-file",
-            str(port_file),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        env = {**os.environ, KEY_VARIABLE: self.api_key}
-        with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own module, run by this interpreter
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-            )
-        try:
-            self._await_ready(port_file)
-        except BaseException:
-            self.kill()
-            raise
-        return self
+def memory_localstripe(state_dir: Path) -> LocalStripe:
+    """A localstripe that keeps its objects in memory only (see the module docstring)."""
+    return LocalStripe(state_dir, persist=False)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Why the external-effects bench runs localstripe in memory: a refund's time at localstripe as refunds accumulate,
 with its state file (as the tests run it, ``server.providers.localstripe.LocalStripe``) and without
-(``bench.external_provider.MemoryLocalStripe``).
+(``LocalStripe(..., persist=False)``, as ``bench.external_provider.memory_localstripe`` makes it).
 
     uv run python -m bench.localstripe_growth [--refunds 1500]
 
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import anyio
 
-from bench.external_provider import MemoryLocalStripe
 from scopes.money import Money
 from server.providers.localstripe import LocalStripe
 from server.providers.stripe import StripeProvider
@@ -53,8 +52,8 @@ def main() -> None:
     parser.add_argument("--refunds", type=int, default=1500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mandate-localstripe-growth-") as scratch:
-        for variant in (LocalStripe, MemoryLocalStripe):
-            localstripe = variant(Path(scratch) / variant.__name__)
+        for persist in (True, False):
+            localstripe = LocalStripe(Path(scratch) / f"persist-{persist}", persist=persist)
             localstripe.start()
             try:
                 times = anyio.run(refund_times, localstripe, args.refunds)
@@ -64,7 +63,7 @@ def main() -> None:
             medians = ", ".join(
                 f"refunds {m + 1}-{m + 100}: {statistics.median(times[m : m + 100]):.2f} ms" for m in marks
             )
-            print(f"{variant.__name__}: {medians}")
+            print(f"{'with its state file' if persist else 'in memory'}: {medians}")
 
 
 if __name__ == "__main__":

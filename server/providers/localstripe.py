@@ -69,8 +69,11 @@ class LocalStripe:
         api_key: str | None = None,
         port: int = 0,
         ready_timeout: float = READY_TIMEOUT_SECONDS,
+        persist: bool = True,
     ) -> None:
         self.state_dir = state_dir
+        self.persist = persist
+        """Keep the provider's objects in ``state.pickle`` (a restart sees them); off, they live in memory only."""
         self.api_key = api_key or new_test_key()
         self.port = port
         self.ready_timeout = ready_timeout
@@ -126,8 +129,7 @@ class LocalStripe:
             "server.providers.localstripe",
             "--port",
             str(self.port),
-            "--state",
-            str(self.state_file),
+            *(("--state", str(self.state_file)) if self.persist else ()),
             "--port-file",
             str(port_file),
             "--parent-pid",
