@@ -18,7 +18,10 @@ third), each crossing SQLAlchemy's greenlet bridge (docs/performance.md). Here a
   rollback (:func:`server.storage.prepared.commit_deferred`); when it did, the writes, then the session's commit.
 
 Any error rolls back; a connection that cannot roll back, or a unit interrupted at an await (cancelled), is
-invalidated, so a connection in an unknown state is never reused. PostgreSQL's documentation, "Pipeline Mode"
+invalidated, so a connection in an unknown state is never reused. A unit reports success only once its
+connection is idle after its own COMMIT: a transaction a caught error aborted is refused, not "committed" (the
+server would answer that COMMIT with a rollback), and a connection lost once COMMIT was sent raises
+:class:`CommitInDoubt`, neither retried nor called a failure. PostgreSQL's documentation, "Pipeline Mode"
 (libpq) and "Transaction Isolation", and psycopg's "Pipeline mode support" are the references.
 """
 
