@@ -24,29 +24,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
 import stripe
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import SQLModel
 
+from bench.bare_refund import Amount, Currency, OrderId, Reason, _money, create_refund_tables
 from bench.external_provider import link_bench_order, payments_from_env
-from bench.refund_store import REFUND_TOOL, seed_refund_order
+from bench.refund_store import REFUND_TOOL
 from server.providers.stripe_http import Httpx2StripeClient
 from server.storage.database import Database
 
 T = TypeVar("T")
-
-OrderId = Annotated[str, Field(pattern=r"^ord_[0-9A-Za-z]{1,36}$", description="an order id such as ord_5001")]
-Amount = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$", description="a decimal amount")]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code; must be the order's currency")]
-Reason = Annotated[str, Field(min_length=3, max_length=500)]
 
 
 class ExternalRefundPublic(BaseModel):
@@ -59,16 +54,6 @@ class ExternalRefundPublic(BaseModel):
     order_refundable_left: str
     provider_refund_id: str
     provider_status: str
-
-
-def _money(minor: int) -> str:
-    return f"{Decimal(minor).scaleb(-2):.2f}"
-
-
-def _tables() -> list[object]:
-    from tools.store.models import Customer, Order, Refund
-
-    return [Customer.__table__, Order.__table__, Refund.__table__]  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
@@ -191,8 +176,7 @@ async def bare_external_server(database_url: str) -> AsyncIterator[MCPServer]:
 
     try:
         async with db.engine.begin() as connection:
-            await connection.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=_tables()))  # type: ignore[arg-type]
-            await seed_refund_order(connection)
+            await create_refund_tables(connection)
         await link_bench_order(db, payments)
         server = MCPServer("bare-external")
         server.add_tool(
