@@ -21,14 +21,6 @@ from tests.effects.doubles import DoublePayments
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def double(harness: Harness) -> DoublePayments:
-    provider = DoublePayments()
-    harness.mandate.enforcer.providers["payments"] = provider
-    await support.link_orders(harness.mandate.db)
-    return provider
-
-
 def _stepping(harness: Harness, step: timedelta) -> None:
     """From now on, every read of the server's clock is ``step`` later than the one before."""
     base: Callable[[], datetime] = harness.mandate.enforcer.clock

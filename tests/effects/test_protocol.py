@@ -19,14 +19,6 @@ from tests.effects.doubles import DoublePayments
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def double(harness: Harness) -> DoublePayments:
-    provider = DoublePayments()
-    harness.mandate.enforcer.providers["payments"] = provider
-    await support.link_orders(harness.mandate.db)
-    return provider
-
-
 async def _refund(harness: Harness, arguments: dict[str, Any] | None = None, agent: str = "refunds") -> Any:
     async with harness.client(agent) as client:
         return await client.call_tool("refund_create", arguments or support.REFUND)
