@@ -20,6 +20,11 @@ belongs. Nothing here is imported by the server itself.
   token-scope re-check, decision, ledger or audit record), so what is left is Mandate's HTTP surface (the bearer
   guard, the SDK's low-level ``Server``) around a call. Its distance to the bare server is what the HTTP layers
   cost; the rest of Mandate's call is the enforcer's transaction.
+- ``lesion-*`` (:data:`LESIONS`): not fixes either. Each takes one piece of a refund away (the audit append, the
+  sequencer's batches, the guards, the after-call metrics, tracing, garbage collection, or the whole enforcer behind
+  a canned refund answer) so that ``python -m bench.lesions`` can measure what that piece costs in server CPU.
+- ``timers``: wraps the call path's pieces (:data:`TIMED`) in a clock and writes each one's inclusive time per call
+  on SIGUSR2 (``python -m bench.lesions --timers``): a breakdown without a profiler's per-frame cost.
 
 The fixes measured here before they were made are in the server now (docs/performance.md): the input-schema
 lookup (server/mcp_server.py), the per-process SQLite write lock (server/storage/database.py), compact output
@@ -31,7 +36,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-PATCHES = ("sqlite-inline", "list-cache", "stub-enforcer")
+LESIONS = (
+    "lesion-sequencer",
+    "lesion-gc",
+    "lesion-after-call",
+    "lesion-guards",
+    "lesion-tracing",
+    "lesion-audit",
+    "lesion-refund-enforcer",
+)
+"""Not fixes: each takes one piece of a refund away, so that ``python -m bench.lesions`` can measure its CPU."""
+PATCHES = ("sqlite-inline", "list-cache", "stub-enforcer", "timers", *LESIONS)
 
 
 def apply(names: Iterable[str]) -> list[str]:
@@ -44,13 +59,206 @@ def apply(names: Iterable[str]) -> list[str]:
             _sqlite_inline()
         elif name == "stub-enforcer":
             _stub_enforcer()
+        elif name == "timers":
+            _timers()
+            later.append(name)
+        elif name in LESIONS:
+            if _lesion(name):
+                later.append(name)
         else:
             raise ValueError(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
     return later
 
 
 def after_start(names: Iterable[str]) -> None:
-    """The steps that run once the app is built and serving (none of the remaining patches has one)."""
+    """The steps that run once the app is built and serving."""
+    import gc
+
+    if "lesion-gc" in names:
+        gc.disable()
+    if "timers" in names:
+        import asyncio
+        import signal
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _write_timers)
+
+
+TIMED = (
+    ("server.http.bearer", "BearerGuard.__call__"),
+    ("mcp.server.streamable_http_manager", "StreamableHTTPASGIApp.__call__"),
+    ("server.callpath.enforcer", "Enforcer.call_tool"),
+    ("server.callpath.enforcer", "admit"),
+    ("server.callpath.guard", "guard_refusal"),
+    ("server.callpath.guard", "after_call"),
+    ("server.callpath.enforcer", "Enforcer.act"),
+    ("server.storage.database", "Database.run_in_transaction"),
+    ("server.storage.sqlite_writer", "HeldWriter.run"),
+    ("server.storage.database", "Database._attempt"),
+    ("server.storage.sqlite_writer", "AsyncSession"),
+    ("server.storage.sqlite_writer", "sqlite.begin_inline"),
+    ("server.storage.sqlite_writer", "bind_driver"),
+    ("server.storage.sqlite_writer", "flush_deferred"),
+    ("server.storage.sqlite_writer", "_let_go"),
+    ("sqlalchemy.ext.asyncio", "AsyncSession.close"),
+    ("sqlalchemy.ext.asyncio", "AsyncSession.commit"),
+    ("server.storage.sqlite", "Checkpoints.commit"),
+    ("server.callpath.core", "CallPathCore.context"),
+    ("server.callpath.core", "CallPathCore.gate"),
+    ("tools.orders", "locked_order"),
+    ("server.callpath.decide", "caller_of"),
+    ("server.callpath.decide", "prepare"),
+    ("server.ledger", "totals"),
+    ("scopes.policy.decision", "Prepared.decide"),
+    ("server.callpath.act_local", "guard.note_decision"),
+    ("server.ledger", "reserve"),
+    ("tools.refunds", "parse_amount"),
+    ("tools.refunds", "add_refunded"),
+    ("server.toolkit", "ToolContext.write"),
+    ("tools.refunds", "_answer"),
+    ("pydantic", "BaseModel.model_dump"),
+    ("server.callpath.act_local", "decided_outcome"),
+    ("server.callpath.act_local", "result_summary"),
+    ("server.callpath.core", "build_record"),
+    ("server.audit.chain", "append"),
+    ("server.callpath.act_local", "success_result"),
+    ("server.callpath.act_local", "receipt_meta"),
+    ("server.audit.sequencer", "Sequencer._batch"),
+)
+"""What ``timers`` times, inclusive (``module``, ``attribute path``): a path that is not there is skipped."""
+_TIMES: dict[str, list[int]] = {}
+
+
+def _timers() -> None:
+    import functools
+    import importlib
+    import inspect
+    import time
+
+    clock = time.perf_counter_ns
+    for module_name, path in TIMED:
+        try:
+            owner: Any = importlib.import_module(module_name)
+            *parents, attr = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            original = getattr(owner, attr)
+        except (ImportError, AttributeError):
+            continue
+        label = path
+        slot = _TIMES.setdefault(label, [0, 0])
+        if inspect.iscoroutinefunction(original):
+
+            def make_async(fn: Any, slot: list[int]) -> Any:
+                @functools.wraps(fn)
+                async def timed(*args: Any, **kwargs: Any) -> Any:
+                    start = clock()
+                    try:
+                        return await fn(*args, **kwargs)
+                    finally:
+                        slot[0] += clock() - start
+                        slot[1] += 1
+
+                return timed
+
+            wrapped = make_async(original, slot)
+        elif callable(original):
+
+            def make_sync(fn: Any, slot: list[int]) -> Any:
+                @functools.wraps(fn)
+                def timed(*args: Any, **kwargs: Any) -> Any:
+                    start = clock()
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        slot[0] += clock() - start
+                        slot[1] += 1
+
+                return timed
+
+            wrapped = make_sync(original, slot)
+        else:
+            continue
+        setattr(owner, attr, wrapped)
+
+
+def _write_timers() -> None:
+    import os
+    from pathlib import Path
+
+    calls = max(1, _TIMES.get("Enforcer.call_tool", [0, 1])[1])
+    lines = [f"{calls} calls; inclusive wall time per call (us), and how often each ran per call"]
+    for label, (total, count) in _TIMES.items():
+        if count:
+            lines.append(f"{label:40s} {total / calls / 1000:9.1f} us  x{count / calls:.2f}")
+    Path(os.environ["BENCH_TIMERS_OUT"]).write_text("\n".join(lines) + "\n")  # set by bench.lesions
+    for slot in _TIMES.values():
+        slot[0] = slot[1] = 0
+    print("PROFILED", flush=True)
+
+
+def _lesion(name: str) -> bool:
+    """Take one piece of the call path away; True when the lesion has a step after start-up."""
+    if name == "lesion-gc":
+        return True
+    if name == "lesion-sequencer":
+        from server.audit.sequencer import Sequencer
+
+        async def no_batch(self: Any) -> None:
+            return None
+
+        Sequencer._batch = no_batch  # type: ignore[assignment,method-assign]
+    elif name == "lesion-after-call":
+        from server.callpath import guard
+
+        async def after_call(*args: Any) -> None:
+            return None
+
+        guard.after_call = after_call  # type: ignore[assignment]
+    elif name == "lesion-guards":
+        from server.callpath import guard
+
+        async def guard_refusal(*args: Any) -> None:
+            return None
+
+        guard.guard_refusal = guard_refusal  # type: ignore[assignment]
+    elif name == "lesion-tracing":
+        from opentelemetry import trace
+
+        from server import app
+        from server.observability.tracing import Tracing
+
+        def configure_tracing(*args: Any, **kwargs: Any) -> Tracing:
+            return Tracing(trace.NoOpTracer())
+
+        app.configure_tracing = configure_tracing  # type: ignore[assignment]
+    elif name == "lesion-audit":
+        from server.audit import chain
+
+        async def append(session: Any, record: Any) -> None:
+            return None
+
+        chain.append = append  # type: ignore[assignment]
+    elif name == "lesion-refund-enforcer":
+        _stub_refund_enforcer()
+    return False
+
+
+def _stub_refund_enforcer() -> None:
+    import json
+
+    import mcp_types as types
+
+    from server.callpath.enforcer import Enforcer
+
+    body = {"refund_id": "ref_0", "order_id": "ord_1", "amount": "1.00", "currency": "EUR"}
+    answer = types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(body))], structured_content=body
+    )
+
+    async def call_tool(self: Any, principal: Any, name: str, arguments: Any, info: Any) -> types.CallToolResult:
+        return answer
+
+    Enforcer.call_tool = call_tool  # type: ignore[method-assign]
 
 
 def _stub_enforcer() -> None:
