@@ -26,6 +26,7 @@ so concurrent calls cannot deadlock on them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,40 +129,48 @@ _SPENT_NOW = Prepared(_SPENT)
 _SPENT_NOW_LOCKED = Prepared(_SPENT_LOCKED)
 _ADD_NOW = Prepared(_ADD)
 _ADD_CAPPED_NOW = Prepared(_ADD_CAPPED)
-_HOLDER = and_(
-    WINDOW_TOTALS.c.budget == bindparam("k_budget"),
-    WINDOW_TOTALS.c.holder == bindparam("k_holder"),
-    WINDOW_TOTALS.c.unit == bindparam("k_unit"),
-)
 
 
-def _slot_sum(low: str, high: object) -> ScalarSelect[int]:
-    """The holder's sub-totals with ``low < slot < high``: one range of the unique index, whatever the history."""
-    return (
-        select(func.coalesce(func.sum(WINDOW_TOTALS.c.spent), 0))
-        .where(_HOLDER, WINDOW_TOTALS.c.slot > bindparam(low), WINDOW_TOTALS.c.slot < high)
+def _window_total(suffix: str = "") -> Any:
+    """A rolling window's total, its parameters named ``k{suffix}_...`` (:func:`window_params`).
+
+    The whole UTC days after the boundary day ("d..." slots sort before "e"), the whole hours of the boundary day
+    after the boundary hour, and the boundary hour's entries after the window's start: each a range of a unique
+    index, whatever the history."""
+
+    def name(part: str) -> str:
+        return f"k{suffix}_{part}"
+
+    holder = and_(
+        WINDOW_TOTALS.c.budget == bindparam(name("budget")),
+        WINDOW_TOTALS.c.holder == bindparam(name("holder")),
+        WINDOW_TOTALS.c.unit == bindparam(name("unit")),
+    )
+
+    def slot_sum(low: str, high: object) -> ScalarSelect[int]:
+        return (
+            select(func.coalesce(func.sum(WINDOW_TOTALS.c.spent), 0))
+            .where(holder, WINDOW_TOTALS.c.slot > bindparam(low), WINDOW_TOTALS.c.slot < high)
+            .scalar_subquery()
+        )
+
+    boundary_entries = (
+        select(func.coalesce(func.sum(ENTRIES.c.amount), 0))
+        .where(
+            ENTRIES.c.budget == bindparam(name("budget")),
+            ENTRIES.c.holder == bindparam(name("holder")),
+            ENTRIES.c.unit == bindparam(name("unit")),
+            ENTRIES.c.at > bindparam(name("since"), type_=UTCDateTime()),
+            ENTRIES.c.at < bindparam(name("hour_end"), type_=UTCDateTime()),
+        )
         .scalar_subquery()
     )
+    return slot_sum(name("day"), literal("e")) + slot_sum(name("hour"), bindparam(name("day_end"))) + boundary_entries
 
 
-# the whole days after the boundary day ("d..." slots sort before "e"), the whole hours of the boundary day after
-# the boundary hour, and (below) the boundary hour's entries after the window's start
-_WHOLE_DAYS = _slot_sum("k_day", literal("e"))
-_WHOLE_HOURS = _slot_sum("k_hour", bindparam("k_day_end"))
-# the boundary hour's entries after the window's start
-_BOUNDARY_ENTRIES = (
-    select(func.coalesce(func.sum(ENTRIES.c.amount), 0))
-    .where(
-        ENTRIES.c.budget == bindparam("k_budget"),
-        ENTRIES.c.holder == bindparam("k_holder"),
-        ENTRIES.c.unit == bindparam("k_unit"),
-        ENTRIES.c.at > bindparam("k_since", type_=UTCDateTime()),
-        ENTRIES.c.at < bindparam("k_hour_end", type_=UTCDateTime()),
-    )
-    .scalar_subquery()
-)
-WINDOW_TOTAL = select(_WHOLE_DAYS + _WHOLE_HOURS + _BOUNDARY_ENTRIES)
+WINDOW_TOTAL = select(_window_total())
 _WINDOW_TOTAL_NOW = Prepared(WINDOW_TOTAL)
+
 _ADD_ENTRY = Prepared(insert(ENTRIES))
 _SLOT_COLUMNS = ["budget", "holder", "unit", "slot"]
 
@@ -169,26 +178,64 @@ _SLOT_COLUMNS = ["budget", "holder", "unit", "slot"]
 def slots_of(at: datetime) -> tuple[str, str]:
     """The UTC day and UTC hour sub-total slots an entry made at ``at`` counts in."""
     utc = at.astimezone(UTC)
-    return f"d{utc:%Y-%m-%d}", f"h{utc:%Y-%m-%dT%H}"
+    return _hour_slots(utc.year, utc.month, utc.day, utc.hour)
 
 
-def window_params(key: LedgerKey, since: datetime) -> dict[str, object]:
+@functools.lru_cache(maxsize=256)
+def _hour_slots(year: int, month: int, day: int, hour: int) -> tuple[str, str]:
+    """``("d2026-12-01", "h2026-12-01T13")``: the same text as ``strftime`` gives, formatted once per UTC hour."""
+    date = f"{year}-{month:02d}-{day:02d}"
+    return f"d{date}", f"h{date}T{hour:02d}"
+
+
+def window_params(key: LedgerKey, since: datetime, suffix: str = "") -> dict[str, object]:
     day, hour = slots_of(since)
     hour_start = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    k = f"k{suffix}_"
     return {
-        "k_budget": key.budget,
-        "k_holder": key.key,
-        "k_unit": key.unit,
-        "k_since": since,
-        "k_day": day,
-        "k_hour": hour,
-        "k_day_end": f"h{hour_start:%Y-%m-%d}U",  # after every hour slot of that day ("T00".."T23")
-        "k_hour_end": hour_start + timedelta(hours=1),
+        k + "budget": key.budget,
+        k + "holder": key.key,
+        k + "unit": key.unit,
+        k + "since": since,
+        k + "day": day,
+        k + "hour": hour,
+        k + "day_end": f"h{day[1:]}U",  # after every hour slot of that day ("T00".."T23")
+        k + "hour_end": hour_start + timedelta(hours=1),
     }
 
 
-def _bucket(key: LedgerKey) -> dict[str, str]:
-    return {"k_budget": key.budget, "k_holder": key.key, "k_unit": key.unit, "k_period": key.window}
+def _bucket(key: LedgerKey, suffix: str = "") -> dict[str, object]:
+    k = f"k{suffix}_"
+    return {k + "budget": key.budget, k + "holder": key.key, k + "unit": key.unit, k + "period": key.window}
+
+
+_AT_ONCE: dict[tuple[bool, ...], Prepared] = {}
+"""SQLite: the statement reading every total a call needs at once, by the needs' shape (which have a window)."""
+
+
+def _all_at_once(shape: tuple[bool, ...]) -> Prepared:
+    """One ``SELECT`` of every needed bucket's total and every rolling window's sum: ``b0, w0, b1, ...``.
+
+    For SQLite, where the transaction already holds the database's write lock (``BEGIN IMMEDIATE``), so reading
+    them in one statement sees exactly what reading them one by one would; a missing bucket reads as ``NULL``."""
+    prepared = _AT_ONCE.get(shape)
+    if prepared is None:
+        columns: list[Any] = []
+        for index, windowed in enumerate(shape):
+            k = f"k{index}_"
+            match = and_(
+                BUCKETS.c.budget == bindparam(k + "budget"),
+                BUCKETS.c.holder == bindparam(k + "holder"),
+                BUCKETS.c.unit == bindparam(k + "unit"),
+                BUCKETS.c.period == bindparam(k + "period"),
+            )
+            columns.append(select(BUCKETS.c.spent).where(match).scalar_subquery().label(f"b{index}"))
+            if windowed:
+                columns.append(_window_total(str(index)).label(f"w{index}"))
+        prepared = Prepared(select(*columns))
+        if len(_AT_ONCE) < 64:  # a policy names a handful of shapes; never let the cache grow without bound
+            _AT_ONCE[shape] = prepared
+    return prepared
 
 
 def _as_usage(amount: int, unit: str) -> int | Money:
@@ -208,6 +255,8 @@ async def totals(
     window has no row to lock yet: it is created, and everything is read again one statement at a time.
     """
     ordered = sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window))
+    if session.bind is not None and session.bind.dialect.name == "sqlite":
+        return await _totals_at_once(session, ordered, at=at, lock=lock)
     query = _SPENT_NOW_LOCKED if lock else _SPENT_NOW
     statements: list[tuple[Prepared, dict[str, Any]]] = []
     for key in ordered:
@@ -222,6 +271,30 @@ async def totals(
         if found is None and lock:
             return await _totals_creating(session, ordered, at=at)
         spent = int(window) if window is not None else int(found[0]) if found is not None else 0
+        usage[key.budget] = _as_usage(spent, key.unit)
+    return usage
+
+
+async def _totals_at_once(
+    session: AsyncSession, ordered: Sequence[LedgerKey], *, at: datetime, lock: bool
+) -> dict[str, int | Money]:
+    """:func:`totals` on SQLite: every total in one statement (:func:`_all_at_once`)."""
+    params: dict[str, object] = {}
+    for index, key in enumerate(ordered):
+        params.update(_bucket(key, str(index)))
+        if key.since is not None:
+            params.update(window_params(key, key.since, str(index)))
+    row = (await run(session, _all_at_once(tuple(key.since is not None for key in ordered)), params)).first()
+    if row is None:  # a SELECT without FROM always returns its one row
+        raise LedgerConflict("the ledger's totals could not be read")
+    values = iter(row)
+    usage: dict[str, int | Money] = {}
+    for key in ordered:
+        found = next(values)
+        window = next(values) if key.since is not None else None
+        if found is None and lock:
+            return await _totals_creating(session, ordered, at=at)
+        spent = int(window) if window is not None else int(found) if found is not None else 0
         usage[key.budget] = _as_usage(spent, key.unit)
     return usage
 
@@ -258,14 +331,14 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
     disjoint = "ledger_buckets" if len(keys) == len(ordered) else None
     for spend in ordered:
         key = spend.ledger
-        params: dict[str, object] = {**_bucket(key), "k_amount": spend.amount, "k_at": at}
-        conflict = f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}"
+        params = _bucket(key)
+        params["k_amount"], params["k_at"] = spend.amount, at
         if spend.cap is not None and key.since is None:
-            statement, params = _ADD_CAPPED_NOW, {**params, "k_cap": spend.cap}
+            statement, params["k_cap"] = _ADD_CAPPED_NOW, spend.cap
         else:
             statement = _ADD_NOW
         # sent with the call's other writes (one round trip on PostgreSQL); a spend that no longer fits fails it
-        await defer(session, statement, params, expect=1, mismatch=_conflict(conflict), disjoint=disjoint)
+        await defer(session, statement, params, expect=1, mismatch=_conflict(spend), disjoint=disjoint)
         entries.append(
             {
                 "budget": key.budget,
@@ -287,9 +360,10 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
         await _add_to_slots(session, slots)
 
 
-def _conflict(why: str) -> Callable[[int], Exception]:
-    def mismatch(_changed: int) -> Exception:
-        return LedgerConflict(why)
+def _conflict(spend: Spend) -> Callable[[int], Exception]:
+    def mismatch(_changed: int) -> Exception:  # the message is only worded when it is raised
+        key = spend.ledger
+        return LedgerConflict(f"budget {key.budget}: {spend.amount} {key.unit} does not fit under {spend.cap}")
 
     return mismatch
 
