@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
+from opentelemetry import trace
 
 from scopes.policy.results import Decision
 from server import idempotency
@@ -33,6 +34,7 @@ from server.callpath.core import INTERNAL_ERROR, CallPathCore, new_audit_id
 from server.callpath.decide import Explanation
 from server.callpath.outage import failure_refusal
 from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result
+from server.memo import PerObject
 
 if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -41,6 +43,22 @@ if TYPE_CHECKING:
     from server.approvals.models import Approval
 
 logger = logging.getLogger("server.callpath")
+
+
+def _principal_attributes(principal: Principal) -> dict[str, str]:
+    attributes = {"mandate.principal.client_id": principal.client_id, "mandate.principal.subject": principal.subject}
+    if principal.tenant is not None:
+        attributes["mandate.principal.tenant"] = principal.tenant
+    return attributes
+
+
+_principal_span_attributes: PerObject[Principal, dict[str, str]] = PerObject(_principal_attributes)
+"""The span attributes naming a principal, worked out once per (frozen) principal; never changed in place."""
+
+
+def _span_attributes(principal: Principal, name: str) -> dict[str, str]:
+    """A tools/call span's first attributes, in the order they were always set: the tool, then the principal."""
+    return {"mcp.tool.name": name, **_principal_span_attributes(principal)}
 
 
 class Enforcer(CallPathCore):
@@ -71,12 +89,11 @@ class Enforcer(CallPathCore):
         raw = dict(arguments or {})
         decided: list[Decision] = []
         token = guard.DECIDED.set(decided)
-        with self.tracer.start_as_current_span(f"tools/call {name}") as span:
-            span.set_attribute("mcp.tool.name", name)
-            span.set_attribute("mandate.principal.client_id", principal.client_id)
-            span.set_attribute("mandate.principal.subject", principal.subject)
-            if principal.tenant is not None:
-                span.set_attribute("mandate.principal.tenant", principal.tenant)
+        # ``start_as_current_span`` is exactly this pair (its defaults: end on exit, record an escaping exception
+        # and set the error status) under three layers of context managers more, when the tracer is a proxy.
+        span = self.tracer.start_span(f"tools/call {name}")
+        with trace.use_span(span, end_on_exit=True):
+            span.set_attributes(_span_attributes(principal, name))
             try:
                 result, decision = await self._call(principal, name, raw, info, started)
             except Exception as exc:  # fail closed, and never hand a driver's message (SQL, hosts) to the client
@@ -107,7 +124,8 @@ class Enforcer(CallPathCore):
             audit_id = await self.record_alone(rejected, outcome)
             return refusal_result(refusal.model_copy(update={"audit_id": audit_id})), "deny"
         key = admitted.idempotency_key
-        info = replace(info, idempotency_key=key)
+        if key != info.idempotency_key:  # the info is frozen: the one given serves as it is when it names the key
+            info = replace(info, idempotency_key=key)
         call = Invocation(principal, info, name, raw, admitted.entry.spec.sensitive, started)
         if key is None:
             return await self.act(admitted, principal, call, None)

@@ -69,9 +69,10 @@ async def guard_refusal(core: CallPathCore, principal: Principal, name: str) -> 
         return refusal
     try:
         tool = name if core.catalog.get(name) is not None else None
-        limited = await core.guards.rates.take(
-            core.guards.rules, principal, tool, principal_wide=not edge_checked.get()
-        )
+        rules, principal_wide = core.guards.rules, not edge_checked.get()
+        if not core.guards.rates.limits(rules, tool, principal_wide=principal_wide):  # none to take
+            return None
+        limited = await core.guards.rates.take(rules, principal, tool, principal_wide=principal_wide)
     except Exception:
         logger.exception("the rate limits could not be checked; the call is refused")
         return Refusal(

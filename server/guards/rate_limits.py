@@ -23,10 +23,26 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from scopes.policy.guards import Guards, RateLimit
 from server.auth.principal import Principal
 from server.guards.store import count_up, window_of
+from server.memo import PerObject
 from server.observability.metrics import Metrics
 from server.storage.database import Database
 
 logger = logging.getLogger(__name__)
+
+
+def _no_limits_yet(guards: Guards) -> dict[str | None, tuple[RateLimit, ...]]:
+    return {}
+
+
+def _limits_of(
+    table: dict[str | None, tuple[RateLimit, ...]], guards: Guards, tool: str | None
+) -> tuple[RateLimit, ...]:
+    """``guards.limits_for(tool)``, kept in ``table`` (the tools are the catalog's: a bounded set)."""
+    found = table.get(tool)
+    if found is None:
+        found = table[tool] = guards.limits_for(tool)
+    return found
+
 
 edge_checked: ContextVar[bool] = ContextVar("mandate_rate_edge_checked", default=False)
 """Set by the HTTP edge once it has taken the principal-wide limits for this request (so they count once)."""
@@ -68,6 +84,16 @@ class RateLimiter:
         self.db = db
         self.metrics = metrics
         self.clock = clock
+        self._limits: PerObject[Guards, dict[str | None, tuple[RateLimit, ...]]] = PerObject(_no_limits_yet, 16)
+        """Each policy's limits per tool (None: the principal-wide ones), looked up once per (policy, tool). A
+        policy's guards are frozen; a reloaded policy brings guards of its own, with a table of their own."""
+
+    def limits(self, guards: Guards, tool: str | None, *, principal_wide: bool = True) -> tuple[RateLimit, ...]:
+        """The limits a call of ``tool`` (None: any call) counts against: the principal-wide ones (unless
+        ``principal_wide`` is False) and the per-tool ones of ``tool``; what :meth:`take` takes."""
+        table = self._limits(guards)
+        wide = _limits_of(table, guards, None) if principal_wide else ()
+        return wide + _limits_of(table, guards, tool) if tool else wide
 
     async def take(
         self, guards: Guards, principal: Principal, tool: str | None, *, principal_wide: bool = True
@@ -75,7 +101,7 @@ class RateLimiter:
         """Count this call against the principal-wide limits (unless ``principal_wide`` is False: the HTTP edge took
         them) and the per-tool limits of ``tool``, all or none; the limit that is full, or None. Raises when the
         database cannot answer (callers refuse: fail closed)."""
-        limits = (guards.limits_for(None) if principal_wide else ()) + (guards.limits_for(tool) if tool else ())
+        limits = self.limits(guards, tool, principal_wide=principal_wide)
         if not limits:
             return None
         now = self.clock()

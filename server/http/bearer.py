@@ -37,7 +37,7 @@ from server.catalog import ToolCatalog
 from server.guards.rate_limits import edge_checked
 from server.http.client_source import ClientMemory, client_of, header
 from server.jsonrpc_input import PARSE_ERROR, Problem, read_message
-from server.observability.tracing import continued_from_headers
+from server.observability.tracing import continued_from
 from server.request_context import RequestOrigin, current_origin, current_principal
 
 if TYPE_CHECKING:
@@ -75,14 +75,36 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
 
 
 def _bearer_token(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            text: str = value.decode("latin-1")
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
+    return _token_of(header(scope, b"authorization"))
+
+
+def _token_of(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header value (the request's first such header), or None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
     return None
+
+
+_FIRST_WINS = frozenset({b"authorization", b"origin", b"user-agent"})
+"""Headers read as the first one of their name (:func:`server.http.client_source.header`)."""
+_LAST_WINS = frozenset({b"traceparent", b"tracestate"})
+"""Headers read as the last one of their name (:func:`server.observability.tracing.continued_from_headers`)."""
+
+
+def _read_headers(scope: Scope) -> dict[bytes, str]:
+    """In one pass over the request's headers, every one the guard reads, decoded (latin-1): the first
+    ``authorization``, ``origin`` and ``user-agent``, the last ``traceparent`` and ``tracestate``."""
+    found: dict[bytes, str] = {}
+    for name, value in scope.get("headers", []):
+        if name in _FIRST_WINS:
+            if name not in found:
+                found[name] = value.decode("latin-1")
+        elif name in _LAST_WINS:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def _sdk_access_token(principal: Principal, token_digest: str) -> AccessToken:
@@ -122,21 +144,23 @@ class BearerGuard:
         self.guards = guards
         """Auth refusals are aggregated through it, and principal-wide rate limits answered here with HTTP 429."""
         self.clients = ClientMemory()
-        self._access_tokens: dict[str, tuple[Principal, AccessToken]] = {}
-        """The SDK's view of each principal, by token digest: built once per verified principal, not per request."""
+        self._access_tokens: dict[str, tuple[Principal, AuthenticatedUser]] = {}
+        """The SDK's view of each principal (its user, holding its access token), by token digest: built once per
+        verified principal, not per request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
+        headers = _read_headers(scope)
         info = CallInfo(
             transport="http",
             client_address=client[0] if client else None,
-            origin=header(scope, b"origin"),
-            user_agent=header(scope, b"user-agent"),
+            origin=headers.get(b"origin"),
+            user_agent=headers.get(b"user-agent"),
         )
-        token = _bearer_token(scope)
+        token = _token_of(headers.get(b"authorization"))
         if token is None:
             await self._unauthorized(send, info, None, "authentication required")
             return
@@ -171,16 +195,17 @@ class BearerGuard:
                     return
                 edge_token = edge_checked.set(True)
 
-        scope["user"] = AuthenticatedUser(self._access_token(principal, digest))
+        scope["user"] = user = self._user(principal, digest)
         tokens = (
             current_principal.set(principal),
             current_origin.set(
                 RequestOrigin("http", info.client_address, None, info.origin, info.user_agent, name, version)
             ),
-            auth_context_var.set(scope["user"]),
+            auth_context_var.set(user),
         )
         try:
-            with continued_from_headers(scope.get("headers", [])):  # W3C traceparent: the agent's trace goes on
+            # W3C traceparent: the agent's trace goes on
+            with continued_from(headers.get(b"traceparent"), headers.get(b"tracestate")):
                 await self.app(scope, _replay(body, receive) if body is not None else receive, send)
         finally:
             if edge_token is not None:
@@ -189,15 +214,16 @@ class BearerGuard:
             current_origin.reset(tokens[1])
             current_principal.reset(tokens[0])
 
-    def _access_token(self, principal: Principal, digest: str) -> AccessToken:
+    def _user(self, principal: Principal, digest: str) -> AuthenticatedUser:
+        """The SDK's user for ``principal`` (its access token inside), built once per verified principal."""
         known = self._access_tokens.get(digest)
         if known is not None and known[0] is principal:  # the verifier's cached principal for this token
             return known[1]
-        access = _sdk_access_token(principal, digest)
-        self._access_tokens[digest] = (principal, access)
+        user = AuthenticatedUser(_sdk_access_token(principal, digest))
+        self._access_tokens[digest] = (principal, user)
         if len(self._access_tokens) > ACCESS_TOKENS_KEPT:
             del self._access_tokens[next(iter(self._access_tokens))]
-        return access
+        return user
 
     def _missing_scope(self, principal: Principal, message: Any) -> tuple[str, tuple[str, ...]] | None:
         if not isinstance(message, dict) or message.get("method") != "tools/call":
@@ -223,7 +249,10 @@ class BearerGuard:
         cannot be checked: fail closed)."""
         assert self.guards is not None
         try:
-            limited = await self.guards.rates.take(self.guards.rules, principal, None)
+            rules = self.guards.rules
+            if not self.guards.rates.limits(rules, None):  # no principal-wide limit: nothing to take
+                return True
+            limited = await self.guards.rates.take(rules, principal, None)
         except Exception:
             logger.exception("the rate limits could not be checked; the request is refused")
             await _send_json(send, 503, {"error": "temporarily_unavailable"}, [(b"retry-after", b"1")])

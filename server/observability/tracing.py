@@ -69,11 +69,16 @@ def _carrier(traceparent: object, tracestate: object = None) -> dict[str, str] |
     return carrier
 
 
+_NOTHING_TO_CONTINUE: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+"""What a request naming no trace continues: nothing (``nullcontext`` keeps no state, so one serves every request)."""
+
+
+def _attached(carrier: dict[str, str] | None) -> contextlib.AbstractContextManager[None]:
+    return _NOTHING_TO_CONTINUE if carrier is None else _attached_carrier(carrier)
+
+
 @contextlib.contextmanager
-def _attached(carrier: dict[str, str] | None) -> Iterator[None]:
-    if carrier is None:
-        yield
-        return
+def _attached_carrier(carrier: dict[str, str]) -> Iterator[None]:
     extracted = _PROPAGATOR.extract(carrier)
     if not trace.get_current_span(extracted).get_span_context().is_valid:  # malformed: start a trace of our own
         yield
@@ -99,4 +104,10 @@ def continued_from_headers(headers: list[tuple[bytes, bytes]]) -> contextlib.Abs
     for name, value in headers:
         if name in (b"traceparent", b"tracestate"):
             found[name.decode()] = value.decode("latin-1")
-    return _attached(_carrier(found.get("traceparent"), found.get("tracestate")))
+    return continued_from(found.get("traceparent"), found.get("tracestate"))
+
+
+def continued_from(traceparent: str | None, tracestate: str | None) -> contextlib.AbstractContextManager[None]:
+    """Continue the trace named by ``traceparent`` (and ``tracestate``), header values already read (the last of
+    each, as :func:`continued_from_headers` reads them)."""
+    return _attached(_carrier(traceparent, tracestate))
