@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,23 @@ _principal_span_attributes: PerObject[Principal, dict[str, str]] = PerObject(_pr
 """The span attributes naming a principal, worked out once per (frozen) principal; never changed in place."""
 
 
+_ALREADY_CURRENT: AbstractContextManager[object] = nullcontext()
+
+
+def _made_current(span: trace.Span) -> AbstractContextManager[object]:
+    """``span`` as the current span until the block ends, then ended: what ``start_as_current_span`` does after
+    starting it (its defaults: end on exit, record an escaping exception, set the error status), without its three
+    layers of context managers around a proxy tracer's.
+
+    A no-op tracer's span records nothing and carries the very span context of the current span (its parent), so
+    making it current would change nothing anything reads (the audit record's trace id, a child span's parent, a log
+    line's trace id all read the current span's context): it is left out. A span that records, or a sampler's
+    dropped span with a span context of its own (a new trace id when there is no parent), is made current."""
+    if span.is_recording() or span.get_span_context() is not trace.get_current_span().get_span_context():
+        return trace.use_span(span, end_on_exit=True)
+    return _ALREADY_CURRENT
+
+
 def _span_attributes(principal: Principal, name: str) -> dict[str, str]:
     """A tools/call span's first attributes, in the order they were always set: the tool, then the principal."""
     return {"mcp.tool.name": name, **_principal_span_attributes(principal)}
@@ -89,11 +107,10 @@ class Enforcer(CallPathCore):
         raw = dict(arguments or {})
         decided: list[Decision] = []
         token = guard.DECIDED.set(decided)
-        # ``start_as_current_span`` is exactly this pair (its defaults: end on exit, record an escaping exception
-        # and set the error status) under three layers of context managers more, when the tracer is a proxy.
         span = self.tracer.start_span(f"tools/call {name}")
-        with trace.use_span(span, end_on_exit=True):
-            span.set_attributes(_span_attributes(principal, name))
+        with _made_current(span):
+            if span.is_recording():
+                span.set_attributes(_span_attributes(principal, name))
             try:
                 result, decision = await self._call(principal, name, raw, info, started)
             except Exception as exc:  # fail closed, and never hand a driver's message (SQL, hosts) to the client

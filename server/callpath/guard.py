@@ -118,7 +118,9 @@ async def after_call(
     if core.guards is None or reason in ("suspended", "rate_limited"):
         return
     try:
-        await core.guards.breakers.observe(core.guards.rules, principal, kind, decision)
+        rules = core.guards.rules
+        if rules.breakers:  # none configured: nothing to count (``observe`` would find no breaker relevant)
+            await core.guards.breakers.observe(rules, principal, kind, decision)
     except Exception:  # the call is answered already; the next one is checked again
         logger.exception("the circuit breakers could not count a call of %s", principal.client_id)
 

@@ -218,7 +218,8 @@ class Suspensions:
         return self._rows
 
     async def check(self, principal: Principal) -> Suspension | None:
-        return first_match(await self.rows(), principal)
+        rows = await self.rows()
+        return first_match(rows, principal) if rows else None  # none active (the usual case): nothing to match
 
     # --- live sessions ----------------------------------------------------------------------------------------
 
