@@ -226,3 +226,56 @@ async def test_queued_upserts_add_up_whether_their_keys_are_distinct_or_repeat(d
         return int((await run(session, SLOT_TOTAL)).scalar())
 
     assert await db.run_in_transaction(work) == 33
+
+
+def test_a_stored_utc_time_reads_back_as_the_general_result_processor_reads_it() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from server.storage import prepared
+    from server.storage.types import UTCDateTime
+
+    dialect = sqlite.dialect()
+    general = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert general is not None
+    quick = prepared._sqlite_utc_result(general)
+    for stored in (
+        "2026-12-04 10:00:00.123456",  # what UTCDateTime writes: the shortcut
+        "2026-12-04 10:00:00.000000",
+        "2026-12-04 10:00:00",  # another length: the general processor
+        "2026-12-04T10:00:00.12345+",  # 26 characters that are not a time
+        "2026-13-04 10:00:00.123456",  # 26 characters, no such month
+    ):
+        try:
+            expected: object = general(stored)
+        except ValueError as exc:
+            expected = type(exc)
+        try:
+            got: object = quick(stored)
+        except ValueError as exc:
+            got = type(exc)
+        assert got == expected, stored
+        if isinstance(got, datetime):
+            assert got.tzinfo is UTC
+    assert quick(None) == general(None)
+
+
+def test_a_statements_values_are_bound_in_its_order_through_its_processors_whichever_way_they_are_gathered() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from server.storage import prepared
+
+    dialect = sqlite.dialect()
+    at = datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=UTC)
+    for statement, params in (
+        (INSERT_ENTRY, _entry("a1", 5, at)),
+        (ENTRY_BY_AUDIT, {"audit_id": "a1"}),
+        (DOUBLE, {"k_budget": "daily"}),
+    ):
+        form = statement.form(dialect, prepared._insert_keys(statement, params))
+        assert form.ordered is not None  # the shortcut applies to these
+        assert prepared._values(form, params) == prepared._values_in_steps(form, params)
+        if params:
+            missing = dict(params)
+            missing.pop(next(iter(missing)))
+            with pytest.raises((ValueError, KeyError)):
+                prepared._values(form, missing)
