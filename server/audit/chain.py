@@ -23,6 +23,8 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any, overload
 
 from sqlalchemy import Table, insert
@@ -31,6 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.merkle import leaf_hash as merkle_leaf_hash
 from server.audit.models import AuditHead, AuditRecord
+from server.audit.redaction import one_shot
 from server.storage.prepared import Prepared, defer, run
 
 LOG_FIELDS = frozenset({"seq", "leaf_index", "leaf_hash", "prev_hash", "hash"})
@@ -57,11 +60,12 @@ def canonical_time(value: datetime) -> str:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode = one_shot(_ENCODER)
 
 
 def canonical_json(body: Mapping[str, Any]) -> bytes:
     """Sorted keys, no white space, UTF-8: the bytes a receipt's verifier recomputes from the record it carries."""
-    return _ENCODER.encode(dict(sorted(body.items()))).encode()
+    return _encode(dict(sorted(body.items()))).encode()
 
 
 def _body(fields: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,6 +76,39 @@ def _body(fields: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
     elif not isinstance(at, str):
         raise TypeError(f"an audit record's time must be a datetime, not {type(at).__name__}")
     return body
+
+
+_leaf_values = itemgetter(*LEAF_FIELDS)
+_AT = LEAF_FIELDS.index("at")
+_LEAF_KEYS = tuple(("," if index else "{") + encode_basestring(name) + ":" for index, name in enumerate(LEAF_FIELDS))
+"""What precedes each field's value in a leaf's canonical JSON: its key, encoded once."""
+
+
+def _leaf_data(row: Mapping[str, Any]) -> bytes:
+    """``canonical_json(_body(LEAF_FIELDS, row))`` (a missing field raises the same ``KeyError``, a time that is
+    none the same ``TypeError``), written field by field: :data:`LEAF_FIELDS` is sorted, so the body needs no
+    sorting, and its keys are encoded once. A record's values are text, integers and ``None``, each written as
+    ``json`` writes it; anything else is left to the encoder itself, given the body (about 1.5 us less a record)."""
+    values = list(_leaf_values(row))
+    at = values[_AT]
+    if isinstance(at, datetime):
+        values[_AT] = canonical_time(at)
+    elif not isinstance(at, str):
+        raise TypeError(f"an audit record's time must be a datetime, not {type(at).__name__}")
+    parts: list[str] = []
+    add = parts.append
+    for key, value in zip(_LEAF_KEYS, values, strict=True):
+        add(key)
+        if value is None:
+            add("null")
+        elif value.__class__ is str:
+            add(encode_basestring(value))
+        elif value.__class__ is int:
+            add(int.__repr__(value))
+        else:  # a bool, a float, a subclass, ...: what the encoder makes of it (or how it refuses it)
+            return _encode(dict(zip(LEAF_FIELDS, values, strict=True))).encode()
+    add("}")
+    return "".join(parts).encode()
 
 
 def is_legacy(row: Mapping[str, Any]) -> bool:
@@ -87,7 +124,7 @@ def leaf_body(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def leaf_data(row: Mapping[str, Any]) -> bytes:
-    return canonical_json(leaf_body(row))
+    return canonical_json(_body((*LEGACY_FIELDS, "hash"), row)) if is_legacy(row) else _leaf_data(row)
 
 
 def leaf_hash_of(row: Mapping[str, Any]) -> bytes:
@@ -138,7 +175,7 @@ async def append(session: AsyncSession, record: AuditRecord | NewRecord) -> Audi
     values = record_values(record) if isinstance(record, AuditRecord) else dict(record)
     values["leaf_index"] = None
     values["prev_hash"] = values["hash"] = None
-    values["leaf_hash"] = leaf = merkle_leaf_hash(canonical_json(_body(LEAF_FIELDS, values))).hex()
+    values["leaf_hash"] = leaf = merkle_leaf_hash(_leaf_data(values)).hex()
     values.pop("seq", None)
     if isinstance(record, AuditRecord):
         seq = int((await run(session, _INSERT_RETURNING_SEQ, values)).scalar())

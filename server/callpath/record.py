@@ -9,6 +9,7 @@ an approved action run later) records the same fields the same way.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from scopes.policy import Decision
-from server.audit.chain import NewRecord
+from server.audit.chain import LOG_FIELDS, NewRecord
 from server.audit.models import AuditRecord
 from server.audit.redaction import arguments_digest, canonical_json, redact
 from server.auth.principal import Principal
@@ -135,24 +136,30 @@ def build_record(
         "request_id": info.request_id,
         "trace_id": trace_id(),
     }
-    return _fit_to_columns(record)
+    for name, limit in _CHECKED_COLUMNS:  # _fit_to_columns(record), for the columns that can need it
+        value = record[name]
+        if isinstance(value, str) and (len(value) > limit or "\x00" in value):
+            record[name] = _fitted(value, limit)
+    return record
 
 
 def _identity_of(principal: Principal) -> dict[str, Any]:
-    return {
-        "subject": principal.subject,
-        "client_id": principal.client_id,
-        "issuer": principal.issuer,
-        "scopes": " ".join(sorted(principal.scopes)),
-        "token_id": principal.token_id,
-        "tenant": principal.tenant,
-        "actor": principal.actor,
-    }
+    return _fit_to_columns(
+        {
+            "subject": principal.subject,
+            "client_id": principal.client_id,
+            "issuer": principal.issuer,
+            "scopes": " ".join(sorted(principal.scopes)),
+            "token_id": principal.token_id,
+            "tenant": principal.tenant,
+            "actor": principal.actor,
+        }
+    )
 
 
 _identity: PerObject[Principal, dict[str, Any]] = PerObject(_identity_of)
-"""A record's identity columns, worked out once per principal (the same one comes back for every call with a token;
-it is frozen, and the record copies the columns into a dict of its own)."""
+"""A record's identity columns, worked out and fitted to their columns once per principal (the same one comes back
+for every call with a token; it is frozen, and the record copies the columns into a dict of its own)."""
 _IDENTITY_COLUMNS = ("subject", "client_id", "issuer", "scopes", "token_id", "tenant", "actor")
 _NO_IDENTITY: dict[str, Any] = dict.fromkeys(_IDENTITY_COLUMNS)
 """The identity columns of a record with no principal (a refusal before the token was verified): all empty."""
@@ -164,21 +171,32 @@ def _fit_to_columns(record: dict[str, Any]) -> dict[str, Any]:
     name, a client name, an argument) must never make the record of a refused call impossible to write."""
     for name, limit in _TEXT_COLUMNS:
         value = record.get(name)
-        if not isinstance(value, str):
-            continue
-        fitted = value.replace("\x00", "\\u0000") if "\x00" in value else value
-        if limit is not None and len(fitted) > limit:
-            fitted = fitted[: limit - 1] + "\u2026"
-        if fitted is not value:
-            record[name] = fitted
+        if isinstance(value, str) and (len(value) > limit or "\x00" in value):
+            record[name] = _fitted(value, limit)
     return record
 
 
-_TEXT_COLUMNS: tuple[tuple[str, int | None], ...] = tuple(
-    (column.name, getattr(column.type, "length", None))
+def _fitted(value: str, limit: int) -> str:
+    """``value`` with its NUL bytes written out and cut to ``limit`` characters, the last one an ellipsis."""
+    fitted = value.replace("\x00", "\\u0000") if "\x00" in value else value
+    return fitted[: limit - 1] + "\u2026" if len(fitted) > limit else fitted
+
+
+_TEXT_COLUMNS: tuple[tuple[str, int], ...] = tuple(
+    (column.name, getattr(column.type, "length", None) or sys.maxsize)
     for column in AuditRecord.__table__.columns  # type: ignore[attr-defined]
     if column.name in AuditRecord.model_fields
 )
+"""Each column and the characters it holds (``sys.maxsize``: a ``TEXT`` column, no limit)."""
+
+_FIT_ALREADY = frozenset({"at", "latency_us", "arguments", "result_summary", "arguments_digest", *_IDENTITY_COLUMNS})
+"""What :func:`build_record` need not fit: not text (``at``, ``latency_us``), canonical JSON (which writes every
+control character, NUL included, as an escape) in a column without limit, a SHA-256 hex digest in a column of 64,
+and the identity columns (fitted once per principal, :data:`_identity`; all ``None`` without one)."""
+_CHECKED_COLUMNS = tuple(
+    (name, limit) for name, limit in _TEXT_COLUMNS if name not in _FIT_ALREADY and name not in LOG_FIELDS
+)
+"""The columns :func:`build_record` fits (the log's own columns are set by ``chain.append``)."""
 
 
 def decided_outcome(
