@@ -33,7 +33,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.merkle import leaf_hash as merkle_leaf_hash
 from server.audit.models import AuditHead, AuditRecord
-from server.audit.redaction import one_shot
 from server.storage.prepared import Prepared, defer, run
 
 LOG_FIELDS = frozenset({"seq", "leaf_index", "leaf_hash", "prev_hash", "hash"})
@@ -60,7 +59,7 @@ def canonical_time(value: datetime) -> str:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_encode = one_shot(_ENCODER)
+_encode = _ENCODER.encode
 
 
 def canonical_json(body: Mapping[str, Any]) -> bytes:

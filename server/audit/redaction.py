@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -33,34 +33,13 @@ _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
 _WHITESPACE = re.compile(r"\s")
 
 
-def one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
-    """``encoder.encode``, less its per-call Python: the same C encoder (``json.encoder.c_make_encoder``) built with
-    the same arguments, a fresh ``markers`` dict each call (so a circular value is refused the same way), without
-    the method calls and the float-formatting closure ``JSONEncoder.iterencode`` makes on every call (about 0.3 us
-    of 1.4 for a tool's arguments). Where that C encoder is absent, or the encoder indents (so ``encode`` would not
-    use it), ``encoder.encode`` itself."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None or encoder.indent is not None:
-        return encoder.encode
-    strings = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring
-    circular, default = encoder.check_circular, encoder.default
-    separators = (encoder.key_separator, encoder.item_separator)
-    flags = (encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
-
-    def encode(value: Any) -> str:
-        if isinstance(value, str):
-            return strings(value)
-        return "".join(make({} if circular else None, default, strings, None, *separators, *flags)(value, 0))
-
-    return encode
+def canonical_json(value: Any) -> str:
+    return _CANONICAL.encode(value)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 """What ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)`` builds on every
 call, built once (a call's record and answer encode three or four values; the encoder keeps no state between them)."""
-
-canonical_json: Callable[[Any], str] = one_shot(_CANONICAL)
-"""Sorted keys, no white space, not ASCII-escaped, anything else as its ``str``: ``_CANONICAL.encode``."""
 
 
 def arguments_digest(arguments: Mapping[str, Any]) -> str:
