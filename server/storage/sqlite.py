@@ -66,11 +66,13 @@ def configure(engine: AsyncEngine, writers: anyio.Lock) -> Checkpoints:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # first, so that switching a new file to WAL (which takes an exclusive lock) waits as long as any statement
+        # does for a connection that holds the file (another process migrating it), not sqlite3's default 5 s
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         mode = cursor.fetchone()
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
         if mode is not None and str(mode[0]).lower() == "wal":
             cursor = dbapi_connection.cursor()
