@@ -92,9 +92,11 @@ def _attached_carrier(carrier: dict[str, str]) -> Iterator[None]:
 
 def continued_from_meta(meta: object) -> contextlib.AbstractContextManager[None]:
     """Continue the trace named in a request's ``_meta`` (``traceparent``, optionally ``tracestate``)."""
-    if not isinstance(meta, Mapping):
-        extra = getattr(meta, "model_extra", None) if meta is not None else None
-        meta = extra if isinstance(extra, Mapping) else {}
+    if meta is None:  # most requests: no _meta at all
+        return _NOTHING_TO_CONTINUE
+    if not isinstance(meta, dict | Mapping):
+        extra = getattr(meta, "model_extra", None)
+        meta = extra if isinstance(extra, dict | Mapping) else {}
     return _attached(_carrier(meta.get("traceparent"), meta.get("tracestate")))
 
 
