@@ -189,13 +189,24 @@ _TEXT_COLUMNS: tuple[tuple[str, int], ...] = tuple(
 )
 """Each column and the characters it holds (``sys.maxsize``: a ``TEXT`` column, no limit)."""
 
-_FIT_ALREADY = frozenset({"at", "latency_us", "arguments", "result_summary", "arguments_digest", *_IDENTITY_COLUMNS})
-"""What :func:`build_record` need not fit: not text (``at``, ``latency_us``), canonical JSON (which writes every
-control character, NUL included, as an escape) in a column without limit, a SHA-256 hex digest in a column of 64,
-and the identity columns (fitted once per principal, :data:`_identity`; all ``None`` without one)."""
-_CHECKED_COLUMNS = tuple(
-    (name, limit) for name, limit in _TEXT_COLUMNS if name not in _FIT_ALREADY and name not in LOG_FIELDS
-)
+
+def _can_need_fitting(name: str, limit: int) -> bool:
+    """Whether :func:`build_record`'s value for column ``name`` can hold a NUL byte or exceed ``limit``.
+
+    Not: the log's own columns (set by ``chain.append``), the identity columns (fitted once per principal,
+    :data:`_identity`; all ``None`` without one), what is not text (``at``, ``latency_us``), canonical JSON (which
+    writes every control character, NUL included, as an escape) while its column has no limit, and a SHA-256 hex
+    digest while its column holds 64 characters. A migration that narrows one of these makes it fitted again."""
+    if name in LOG_FIELDS or name in _IDENTITY_COLUMNS or name in ("at", "latency_us"):
+        return False
+    if name in ("arguments", "result_summary"):
+        return limit != sys.maxsize
+    if name == "arguments_digest":
+        return limit < 64
+    return True
+
+
+_CHECKED_COLUMNS = tuple((name, limit) for name, limit in _TEXT_COLUMNS if _can_need_fitting(name, limit))
 """The columns :func:`build_record` fits (the log's own columns are set by ``chain.append``)."""
 
 

@@ -256,3 +256,17 @@ def test_each_principal_gets_its_own_fitted_identity_columns_every_time(fixed_la
         assert first["subject"] == "s" * 399 + "\u2026" and first["tenant"] is None
         assert (second["subject"], second["tenant"]) == ("a\\u0000b", "t" * 99 + "\u2026")
         assert anonymous["subject"] is None and anonymous["tenant"] is None
+
+
+def test_a_column_left_unfitted_is_fitted_again_once_a_migration_gives_it_a_limit() -> None:
+    import sys
+
+    from server.callpath import record
+
+    assert not record._can_need_fitting("arguments", sys.maxsize)  # canonical JSON, no limit: nothing to fit
+    assert record._can_need_fitting("arguments", 4000)
+    assert record._can_need_fitting("result_summary", 4000)
+    assert not record._can_need_fitting("arguments_digest", 64)
+    assert record._can_need_fitting("arguments_digest", 32)
+    assert not record._can_need_fitting("leaf_hash", 64) and not record._can_need_fitting("subject", 300)
+    assert record._can_need_fitting("reason", sys.maxsize)  # free text from the policy: always checked
