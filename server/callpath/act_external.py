@@ -34,7 +34,7 @@ from server.callpath.core import CallPathCore, key_owner
 from server.callpath.record import Invocation, decided_outcome
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
-from server.effects.models import EffectIntent
+from server.effects.models import Intent
 from server.toolkit import EffectCall, External, ToolContext
 
 logger = logging.getLogger("server.callpath")
@@ -52,7 +52,7 @@ async def act_external(
     spec = admitted.entry.spec
     external = spec.external
     assert external is not None
-    started: list[EffectIntent] = []
+    started: list[Intent] = []
 
     async def effect(session: Any, ctx: ToolContext, decision: Decision, record: Record) -> types.CallToolResult:
         started.clear()
@@ -77,7 +77,7 @@ async def start(
     call: Invocation,
     claimed: idempotency.Claimed | None,
     provider: Any,
-) -> tuple[EffectIntent, types.CallToolResult]:
+) -> tuple[Intent, types.CallToolResult]:
     """(a), after the decision and the reservation, in their transaction: prepare, the intent, its record."""
     spec = admitted.entry.spec
     external = spec.external
@@ -102,8 +102,7 @@ async def start(
         now=ctx.now,
         lease_until=core.clock() + _lease(core),
     )
-    session.add(intent)
-    await session.flush()
+    await intents.insert_started(session, intent)
     summary = {"intent_id": intent.id, "provider": intent.provider_name, "provider_key": intent.provider_key}
     started = decided_outcome("allow", "started", decision, summary, ctx.customer_id)
     started.approval_id = ctx.approval_id
@@ -115,7 +114,7 @@ async def start(
 
 
 async def carry_out(
-    core: CallPathCore, intent: EffectIntent, external: External, provider: Any, call: Invocation | None
+    core: CallPathCore, intent: Intent, external: External, provider: Any, call: Invocation | None
 ) -> types.CallToolResult:
     """(b) and (c) for an intent whose transaction (a) has committed; the answer the caller gets."""
     faults.reach("after_intent_commit")
@@ -185,7 +184,7 @@ async def carry_out(
     )
 
 
-async def _not_sent(core: CallPathCore, intent: EffectIntent, call: Invocation | None) -> types.CallToolResult:
+async def _not_sent(core: CallPathCore, intent: Intent, call: Invocation | None) -> types.CallToolResult:
     logger.warning("intent %s was not sent: its lease was nearly over when its transaction committed", intent.id)
     text = (
         f"This was not sent to the {intent.provider_name} provider: the server was too busy to send it within its "
@@ -203,7 +202,7 @@ async def _not_sent(core: CallPathCore, intent: EffectIntent, call: Invocation |
     )
 
 
-async def _resolve_or_doubt(core: CallPathCore, intent: EffectIntent, resolving: Any) -> types.CallToolResult:
+async def _resolve_or_doubt(core: CallPathCore, intent: Intent, resolving: Any) -> types.CallToolResult:
     try:
         answer: types.CallToolResult = await resolving
         return answer
@@ -212,7 +211,7 @@ async def _resolve_or_doubt(core: CallPathCore, intent: EffectIntent, resolving:
         return intents.in_doubt_answer(intent, core.clock(), core.effects.reconcile_interval_seconds)
 
 
-async def _note(core: CallPathCore, intent: EffectIntent, text: str) -> None:
+async def _note(core: CallPathCore, intent: Intent, text: str) -> None:
     try:
         await intents.note_error(core.db, intent.id, text)
     except Exception:

@@ -1,6 +1,10 @@
 """Writing, reading and claiming intents (:mod:`server.effects.models`), and the answers an intent gives.
 
-- :func:`new_intent` builds the row the decision's transaction inserts.
+An intent is an :class:`~server.effects.models.Intent` of plain values, inserted, read and locked with prepared
+statements on the transaction's own driver connection (:mod:`server.storage.prepared`), as the call path's other
+rows are: the ORM's unit of work cost an external refund more than its decision did (docs/performance.md).
+
+- :func:`new_intent` builds the row the decision's transaction inserts (:func:`insert_started`).
 - :func:`in_doubt_answer` is what an agent is told while an intent is unresolved: a retryable tool error naming the
   intent, with ``retry_after_seconds``; the same answer is stored with the agent's idempotency key, so a retry gets
   it (brought up to date by :func:`refresh`) and, once resolved, the final answer instead.
@@ -20,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import mcp_types as types
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import col
 from sqlmodel import select as select_rows
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,8 +33,9 @@ from server.audit.redaction import arguments_digest, canonical_json
 from server.auth.principal import Principal
 from server.callpath.answers import Refusal
 from server.callpath.record import refusal_result
-from server.effects.models import STARTED, TABLE, EffectIntent
+from server.effects.models import COLUMNS, STARTED, TABLE, EffectIntent, Intent
 from server.storage.database import Database
+from server.storage.prepared import Prepared, defer, run
 
 IN_DOUBT = "effect_in_doubt"
 EFFECT_META = "io.mandate/effect"
@@ -39,6 +44,11 @@ EFFECT_META = "io.mandate/effect"
 META_INTENT = "mandate_intent"
 META_AUDIT = "mandate_audit"
 META_TOOL = "mandate_tool"
+
+_INSERT = Prepared(insert(TABLE))
+_BY_ID = select(*COLUMNS).where(TABLE.c.id == bindparam("intent_id"))
+_READ = Prepared(_BY_ID)
+_READ_LOCKED = Prepared(_BY_ID.with_for_update())
 
 
 def new_intent_id() -> str:
@@ -71,7 +81,7 @@ def principal_json(principal: Principal) -> str:
     )
 
 
-def principal_of(intent: EffectIntent) -> Principal:
+def principal_of(intent: Intent) -> Principal:
     """The requester as its verified token described it when it asked (never the token)."""
     data: Any = json.loads(intent.principal)
     details = data.get("authorization_details")
@@ -110,11 +120,11 @@ def new_intent(
     request_id: str | None,
     now: datetime,
     lease_until: datetime,
-) -> EffectIntent:
+) -> Intent:
     """A ``started`` intent, created at ``now`` (the call's time, as its other rows are dated) and leased until
     ``lease_until``, which the caller takes from the clock as the intent is written, not from the call's start: the
     time a call queued for the database and decided must not eat into the provider call's bound."""
-    return EffectIntent(
+    return Intent(
         id=intent_id,
         tool=tool,
         provider=provider,
@@ -143,26 +153,26 @@ SETTLE_SHARE = 0.2
 reach the provider while the network or the provider holds it, and the reconciler must not look before it lands."""
 
 
-def call_seconds_left(intent: EffectIntent, now: datetime, lease_seconds: float) -> float:
+def call_seconds_left(intent: Intent, now: datetime, lease_seconds: float) -> float:
     """How long the provider call for ``intent`` may run from ``now``: until its lease ends, less the settling part
     (:data:`SETTLE_SHARE`). Measured from the intent's own ``lease_until``, so a call that started late (its
     transaction waited on the database) gets less time, never more; zero or less means: do not send it."""
     return (intent.lease_until - now).total_seconds() - SETTLE_SHARE * lease_seconds
 
 
-def stored_arguments(intent: EffectIntent) -> dict[str, Any]:
+def stored_arguments(intent: Intent) -> dict[str, Any]:
     arguments: Any = json.loads(intent.arguments)
     return arguments if isinstance(arguments, dict) else {}
 
 
-def retry_after(intent: EffectIntent, now: datetime, interval: float) -> int:
+def retry_after(intent: Intent, now: datetime, interval: float) -> int:
     """Seconds until a retry can expect the final answer: the lease, plus one round of the reconciler."""
     left = (intent.lease_until - now).total_seconds()
     return max(1, math.ceil(max(0.0, left) + interval))
 
 
 def in_doubt_answer(
-    intent: EffectIntent, now: datetime, interval: float, audit_id: str | None = None
+    intent: Intent, now: datetime, interval: float, audit_id: str | None = None
 ) -> types.CallToolResult:
     wait = retry_after(intent, now, interval)
     keyed = (
@@ -198,8 +208,22 @@ def is_in_doubt(answer: types.CallToolResult) -> str | None:
     return intent_id if isinstance(intent_id, str) else None
 
 
-async def get(session: AsyncSession, intent_id: str) -> EffectIntent | None:
-    return await session.get(EffectIntent, intent_id)
+async def insert_started(session: AsyncSession, intent: Intent) -> None:
+    """Write ``intent`` in the decision's transaction (on PostgreSQL with the call's other writes, in one round
+    trip: :func:`server.storage.prepared.defer`)."""
+    await defer(session, _INSERT, intent.values(), expect=1)
+
+
+async def get(session: AsyncSession, intent_id: str) -> Intent | None:
+    row = (await run(session, _READ, {"intent_id": intent_id})).first()
+    return None if row is None else Intent.from_row(row)
+
+
+async def get_locked(session: AsyncSession, intent_id: str) -> Intent | None:
+    """The intent, its row locked until the transaction ends (``FOR UPDATE`` on PostgreSQL; on SQLite the
+    transaction already holds the database's write lock)."""
+    row = (await run(session, _READ_LOCKED, {"intent_id": intent_id})).first()
+    return None if row is None else Intent.from_row(row)
 
 
 async def refresh(db: Database, answer: types.CallToolResult, now: datetime, interval: float) -> types.CallToolResult:
@@ -216,11 +240,11 @@ async def refresh(db: Database, answer: types.CallToolResult, now: datetime, int
     return in_doubt_answer(intent, now, interval)
 
 
-async def claim_due(db: Database, now: datetime, *, lease: timedelta, limit: int) -> list[EffectIntent]:
+async def claim_due(db: Database, now: datetime, *, lease: timedelta, limit: int) -> list[Intent]:
     """Take up intents started and past their lease, for this reconciler only (see the module docstring)."""
     token = secrets.token_hex(16)
 
-    async def work(session: AsyncSession) -> list[EffectIntent]:
+    async def work(session: AsyncSession) -> list[Intent]:
         connection = await session.connection()
         due = (
             select(TABLE.c.id)
@@ -237,8 +261,9 @@ async def claim_due(db: Database, now: datetime, *, lease: timedelta, limit: int
             .where(TABLE.c.id.in_(ids), TABLE.c.status == STARTED)
             .values(lease_until=now + lease, reconcile_token=token, attempts=TABLE.c.attempts + 1)
         )
-        rows = (await session.exec(select_rows(EffectIntent).where(col(EffectIntent.id).in_(ids)))).all()
-        return [row for row in rows if row.reconcile_token == token]
+        rows = (await connection.execute(select(*COLUMNS).where(TABLE.c.id.in_(ids)))).all()
+        taken = [Intent.from_row(row) for row in rows]
+        return [intent for intent in taken if intent.reconcile_token == token]
 
     return await db.run_in_transaction(work)
 

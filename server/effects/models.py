@@ -7,13 +7,17 @@ provider definitely did not; the reservation was released). ``conflict`` marks t
 the provider's object turned up after the intent was resolved as failed. An intent still ``started`` past
 ``lease_until`` is in doubt, and the reconciler asks the provider.
 
-Everything the reconciler of another process needs is kept here: the plan the tool prepared, the exact arguments
-(as the approvals table keeps them, for the outcome's audit record), and the requester as its token described it.
+:class:`EffectIntent` declares the table (and serves the listings); the call path and the reconcilers work with
+:class:`Intent`, the same columns as plain values. Everything the reconciler of another process needs is kept here:
+the plan the tool prepared, the exact arguments (as the approvals table keeps them, for the outcome's audit
+record), and the requester as its token described it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, Text
 from sqlmodel import Field, SQLModel
@@ -70,3 +74,74 @@ class EffectIntent(SQLModel, table=True):
 
 
 TABLE = EffectIntent.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One ``effect_intents`` row as the call path and the reconcilers read and write it: plain values, read and
+    written with prepared statements (:mod:`server.effects.intents`), never an ORM object in a session. The fields
+    are the table's columns, in the order :data:`COLUMNS` selects them."""
+
+    id: str
+    tool: str
+    provider: str
+    provider_name: str
+    status: str
+    audit_id: str
+    provider_key: str
+    arguments: str
+    arguments_digest: str
+    plan: str
+    principal: str
+    principal_key: str
+    customer_id: str | None
+    approval_id: str | None
+    call_key: str | None
+    call_key_id: str | None
+    transport: str
+    request_id: str | None
+    created_at: datetime
+    lease_until: datetime
+    attempts: int = 0
+    reconcile_token: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    outcome_audit_id: str | None = None
+    provider_object_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    provider_status: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    last_error: str | None = None
+    answer: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Intent:
+        """The intent of a row selected with :data:`COLUMNS`."""
+        return cls(*row)
+
+    def values(self) -> dict[str, Any]:
+        """Every column's value, by name: what inserting the intent stores."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in fields(Intent))
+if set(FIELD_NAMES) != set(TABLE.c.keys()):  # pragma: no cover - a column added to one and not the other
+    raise RuntimeError(f"Intent and effect_intents differ: {sorted(set(FIELD_NAMES) ^ set(TABLE.c.keys()))}")
+COLUMNS = tuple(TABLE.c[name] for name in FIELD_NAMES)
+"""The table's columns in :class:`Intent`'s order."""
+RESOLUTION = (
+    "status",
+    "resolved_at",
+    "resolved_by",
+    "outcome_audit_id",
+    "provider_object_id",
+    "amount_minor",
+    "currency",
+    "provider_status",
+    "error_code",
+    "error_message",
+    "answer",
+)
+"""The columns resolving an intent writes (:mod:`server.effects.outcome`)."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
-from sqlalchemy import update
-from sqlmodel import select
+from sqlalchemy import bindparam, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server import idempotency
@@ -31,8 +32,9 @@ from server.callpath.answers import Refusal
 from server.callpath.core import new_audit_id
 from server.callpath.record import CallInfo, Invocation, Outcome, refusal_result, result_summary, success_result
 from server.effects import budget
-from server.effects.intents import EFFECT_META, principal_of, stored_arguments
-from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED, EffectIntent
+from server.effects.intents import EFFECT_META, get_locked, principal_of, stored_arguments
+from server.effects.models import COMPLETED, CONFLICT, FAILED, RESOLUTION, STARTED, TABLE, Intent
+from server.storage.prepared import Prepared, defer
 from server.toolkit import External, ProviderObject, ToolContext
 
 if TYPE_CHECKING:
@@ -42,6 +44,16 @@ logger = logging.getLogger("server.effects")
 
 RESOLVED_BY_CALL = "call"
 RESOLVED_BY_RECONCILER = "reconciler"
+
+_RESOLVE = Prepared(
+    update(TABLE)
+    .where(TABLE.c.id == bindparam("k_id"), TABLE.c.status == bindparam("k_was"))
+    .values({name: bindparam(f"k_{name}", type_=TABLE.c[name].type) for name in RESOLUTION})
+)
+"""Writes an intent's resolution columns, if its status is still the one its lock read."""
+
+Act = Callable[[AsyncSession, Intent, "Invocation", str], Awaitable[tuple[types.CallToolResult, Intent]]]
+Late = Callable[[AsyncSession, Intent, "Invocation"], Awaitable[Intent]]
 
 
 class ToolGone(RuntimeError):
@@ -55,14 +67,14 @@ def external_of(core: CallPathCore, tool: str) -> External:
     return entry.spec.external
 
 
-def invocation_of(core: CallPathCore, intent: EffectIntent, resolver: str) -> Invocation:
+def invocation_of(core: CallPathCore, intent: Intent, resolver: str) -> Invocation:
     """The invocation an outcome's record describes, rebuilt from the intent (a reconciler has no request)."""
     transport = intent.transport if resolver == RESOLVED_BY_CALL else "reconciler"
     info = CallInfo(transport=transport, request_id=intent.request_id, idempotency_key=intent.call_key)
     return Invocation(principal_of(intent), info, intent.tool, stored_arguments(intent), core.sensitive(intent.tool))
 
 
-def with_effect_meta(answer: types.CallToolResult, intent: EffectIntent, status: str) -> types.CallToolResult:
+def with_effect_meta(answer: types.CallToolResult, intent: Intent, status: str) -> types.CallToolResult:
     meta = dict(answer.meta or {})
     meta[EFFECT_META] = {
         "intent_id": intent.id,
@@ -73,27 +85,34 @@ def with_effect_meta(answer: types.CallToolResult, intent: EffectIntent, status:
     return answer.model_copy(update={"meta": meta})
 
 
-async def _locked(session: AsyncSession, intent_id: str) -> EffectIntent:
-    query = select(EffectIntent).where(EffectIntent.id == intent_id).with_for_update()
-    found = (await session.exec(query.execution_options(populate_existing=True))).first()
+async def _locked(session: AsyncSession, intent_id: str) -> Intent:
+    found = await get_locked(session, intent_id)
     if found is None:  # pragma: no cover - intents are never deleted
         raise LookupError(f"no intent {intent_id}")
     return found
 
 
+async def write_resolution(session: AsyncSession, intent: Intent, was: str) -> None:
+    """Store ``intent``'s resolution; the row must still have status ``was`` (it is locked, so it has)."""
+    values = {f"k_{name}": getattr(intent, name) for name in RESOLUTION}
+    values["k_id"], values["k_was"] = intent.id, was
+    await defer(session, _RESOLVE, values, expect=1)
+
+
 async def _store_answer(
     session: AsyncSession,
-    intent: EffectIntent,
+    intent: Intent,
     answer: types.CallToolResult,
     audit_id: str,
     *,
+    now: datetime,
     ok: bool,
     code: str | None,
     message: str | None,
-) -> None:
-    """The final answer where a retry finds it: the intent, the agent's idempotency key, the approval."""
+) -> Intent:
+    """The final answer where a retry finds it: the intent (returned, to be written), the agent's idempotency key,
+    the approval."""
     text = answer.model_dump_json(by_alias=True, exclude_none=True)
-    intent.answer = text
     connection = await session.connection()
     if intent.call_key_id is not None:
         await connection.execute(
@@ -110,8 +129,9 @@ async def _store_answer(
             audit_id=audit_id,
             code=code,
             message=message,
-            now=intent.resolved_at or intent.created_at,
+            now=now,
         )
+    return replace(intent, answer=text)
 
 
 async def _resolve(
@@ -119,21 +139,20 @@ async def _resolve(
     intent_id: str,
     resolver: str,
     call: Invocation | None,
-    act: Callable[[AsyncSession, EffectIntent, Invocation, str], Awaitable[types.CallToolResult]],
-    late: Callable[[AsyncSession, EffectIntent, Invocation], Awaitable[None]] | None = None,
+    act: Act,
+    late: Late | None = None,
 ) -> types.CallToolResult:
     async def work(session: AsyncSession) -> types.CallToolResult:
         intent = await _locked(session, intent_id)
         invocation = call or invocation_of(core, intent, resolver)
         if intent.status != STARTED:
             if late is not None and intent.status == FAILED:
-                await late(session, intent, invocation)
+                await write_resolution(session, await late(session, intent, invocation), FAILED)
             if intent.answer is None:  # pragma: no cover - a resolved intent always has its answer
                 raise LookupError(f"intent {intent_id} is {intent.status} without an answer")
             return types.CallToolResult.model_validate_json(intent.answer)
-        answer = await act(session, intent, invocation, new_audit_id())
-        session.add(intent)
-        await session.flush()
+        answer, resolved = await act(session, intent, invocation, new_audit_id())
+        await write_resolution(session, resolved, STARTED)
         return answer
 
     return await core.db.run_in_transaction(work)
@@ -145,15 +164,21 @@ async def succeed(
     """The provider made ``made``: complete the intent (see the module docstring); the final answer."""
 
     async def act(
-        session: AsyncSession, intent: EffectIntent, invocation: Invocation, audit_id: str
-    ) -> types.CallToolResult:
+        session: AsyncSession, intent: Intent, invocation: Invocation, audit_id: str
+    ) -> tuple[types.CallToolResult, Intent]:
         now = core.clock()
         external = external_of(core, intent.tool)
-        intent.status = COMPLETED
-        intent.resolved_at, intent.resolved_by, intent.outcome_audit_id = now, resolver, audit_id
-        intent.provider_object_id = made.id
-        intent.amount_minor, intent.currency = made.amount.minor, made.amount.currency
-        intent.provider_status = made.status
+        intent = replace(
+            intent,
+            status=COMPLETED,
+            resolved_at=now,
+            resolved_by=resolver,
+            outcome_audit_id=audit_id,
+            provider_object_id=made.id,
+            amount_minor=made.amount.minor,
+            currency=made.amount.currency,
+            provider_status=made.status,
+        )
         ctx = _context(core, session, intent, invocation, now)
         result = await external.complete(external.plan.model_validate_json(intent.plan), made, ctx)
         summary: dict[str, Any] = {**result_summary(result), **_links(intent, resolver)}
@@ -162,15 +187,21 @@ async def succeed(
         await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
         # The receipt handle names the outcome's record, the one that says the effect happened (as a local effect's).
         answer = with_receipt(with_effect_meta(success_result(result), intent, made.status), audit_id)
-        await _store_answer(session, intent, answer, audit_id, ok=True, code=None, message=None)
-        return answer
+        resolved = await _store_answer(session, intent, answer, audit_id, now=now, ok=True, code=None, message=None)
+        return answer, resolved
 
-    async def late(session: AsyncSession, intent: EffectIntent, invocation: Invocation) -> None:
+    async def late(session: AsyncSession, intent: Intent, invocation: Invocation) -> Intent:
         now = core.clock()
         audit_id = new_audit_id()
         logger.error("intent %s: the provider's object %s turned up after the intent failed", intent.id, made.id)
-        intent.status, intent.provider_object_id, intent.provider_status = CONFLICT, made.id, made.status
-        intent.amount_minor, intent.currency = made.amount.minor, made.amount.currency
+        intent = replace(
+            intent,
+            status=CONFLICT,
+            provider_object_id=made.id,
+            provider_status=made.status,
+            amount_minor=made.amount.minor,
+            currency=made.amount.currency,
+        )
         summary = {**_links(intent, resolver), "failed_by": intent.outcome_audit_id}
         reason = "the provider made the object after the intent was resolved as failed; a person must reconcile it"
         outcome = Outcome(
@@ -178,7 +209,7 @@ async def succeed(
         )
         outcome.approval_id = intent.approval_id
         await chain.append(session, core.record(invocation, outcome, audit_id, now, kind="effect"))
-        session.add(intent)
+        return intent
 
     return await _resolve(core, intent_id, resolver, call, act, late)
 
@@ -196,13 +227,19 @@ async def fail(
     """The provider definitely did not act: release, record the failure with its reason; the final answer."""
 
     async def act(
-        session: AsyncSession, intent: EffectIntent, invocation: Invocation, audit_id: str
-    ) -> types.CallToolResult:
+        session: AsyncSession, intent: Intent, invocation: Invocation, audit_id: str
+    ) -> tuple[types.CallToolResult, Intent]:
         now = core.clock()
         external = external_of(core, intent.tool)
-        intent.status = FAILED
-        intent.resolved_at, intent.resolved_by, intent.outcome_audit_id = now, resolver, audit_id
-        intent.error_code, intent.error_message = provider_code or code, message
+        intent = replace(
+            intent,
+            status=FAILED,
+            resolved_at=now,
+            resolved_by=resolver,
+            outcome_audit_id=audit_id,
+            error_code=provider_code or code,
+            error_message=message,
+        )
         ctx = _context(core, session, intent, invocation, now)
         if external.release is not None:  # the tool's rows first, then the ledger: the decision's lock order
             await external.release(external.plan.model_validate_json(intent.plan), ctx)
@@ -218,15 +255,13 @@ async def fail(
             details["provider_code"] = provider_code
         refusal = Refusal(status="failed", code=code, message=message, details=details, audit_id=audit_id)
         answer = with_effect_meta(refusal_result(refusal), intent, "failed")
-        await _store_answer(session, intent, answer, audit_id, ok=False, code=code, message=message)
-        return answer
+        resolved = await _store_answer(session, intent, answer, audit_id, now=now, ok=False, code=code, message=message)
+        return answer, resolved
 
     return await _resolve(core, intent_id, resolver, call, act)
 
 
-def _context(
-    core: CallPathCore, session: AsyncSession, intent: EffectIntent, call: Invocation, now: Any
-) -> ToolContext:
+def _context(core: CallPathCore, session: AsyncSession, intent: Intent, call: Invocation, now: Any) -> ToolContext:
     """The tool's view of the outcome's transaction: the requester, and the intent's record as the cause."""
     assert call.principal is not None
     return ToolContext(
@@ -241,7 +276,7 @@ def _context(
     )
 
 
-def _links(intent: EffectIntent, resolver: str) -> dict[str, Any]:
+def _links(intent: Intent, resolver: str) -> dict[str, Any]:
     return {
         "intent_id": intent.id,
         "intent_audit_id": intent.audit_id,

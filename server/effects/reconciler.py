@@ -27,7 +27,7 @@ import anyio
 
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
-from server.effects.models import STARTED, EffectIntent
+from server.effects.models import STARTED, Intent
 from server.toolkit import EffectCall
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ async def reconcile_due(
     return [await resolve(core, intent) for intent in taken]
 
 
-async def resolve(core: CallPathCore, intent: EffectIntent) -> Resolution:
+async def resolve(core: CallPathCore, intent: Intent) -> Resolution:
     """Ask the provider about one intent this reconciler has taken up, and write what it learns."""
     try:
         external = outcome.external_of(core, intent.tool)
@@ -120,7 +120,7 @@ async def resolve(core: CallPathCore, intent: EffectIntent) -> Resolution:
     return Resolution(intent.id, intent.tool, status, resolved.error_code or "" if resolved else "", object_id)
 
 
-async def _still_in_doubt(core: CallPathCore, intent: EffectIntent, why: str) -> Resolution:
+async def _still_in_doubt(core: CallPathCore, intent: Intent, why: str) -> Resolution:
     logger.warning("intent %s stays in doubt: %s", intent.id, why)
     try:
         await intents.note_error(core.db, intent.id, why)

@@ -46,6 +46,8 @@ class DoublePayments:
     lookups_fail: bool = False
     status: str = "succeeded"
     hold: anyio.Event | None = None
+    entered: anyio.Event | None = None
+    """Set when a refund call has arrived (before it waits on ``hold``)."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -54,6 +56,8 @@ class DoublePayments:
     ) -> DoubleRefund:
         self.calls += 1
         self.keys.append(idempotency_key)
+        if self.entered is not None:
+            self.entered.set()
         if self.hold is not None:
             await self.hold.wait()
         if self.refuse is not None:

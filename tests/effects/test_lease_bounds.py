@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.effects import intents, reconciler
-from server.effects.models import COMPLETED, FAILED, STARTED, EffectIntent
+from server.effects.models import COMPLETED, FAILED, STARTED, Intent
 from tests.conftest import Harness
 from tests.effects import support
 from tests.effects.doubles import DoublePayments
@@ -73,8 +73,8 @@ async def test_a_refund_whose_transaction_used_up_its_lease_is_never_sent_and_fa
     assert await reconciler.reconcile_due(harness.mandate.enforcer) == []  # nothing left in doubt
 
 
-def _intent(created: datetime, lease_until: datetime) -> EffectIntent:
-    return EffectIntent(
+def _intent(created: datetime, lease_until: datetime) -> Intent:
+    return Intent(
         id="int_1",
         tool="refund_create",
         provider="payments",
@@ -87,6 +87,12 @@ def _intent(created: datetime, lease_until: datetime) -> EffectIntent:
         plan="{}",
         principal="{}",
         principal_key="agent:refunds",
+        customer_id=None,
+        approval_id=None,
+        call_key=None,
+        call_key_id=None,
+        transport="http",
+        request_id=None,
         created_at=created,
         lease_until=lease_until,
     )

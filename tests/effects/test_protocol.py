@@ -8,10 +8,11 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from server.effects import reconciler
-from server.effects.models import COMPLETED, FAILED, STARTED
+from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED
 from tests.conftest import Harness
 from tests.effects import support
 from tests.effects.doubles import DoublePayments
@@ -129,6 +130,40 @@ async def test_a_request_that_never_reached_the_provider_fails_after_its_lease_a
     assert (await support.order(db)).refunded_minor == 0
     assert double.refunds == []
     assert [r.outcome for r in await support.records(db)] == ["started", "failed"]
+
+
+async def test_a_refund_the_provider_makes_after_its_intent_failed_is_a_conflict_and_the_failure_stands(
+    harness: Harness, double: DoublePayments
+) -> None:
+    double.hold, double.entered = anyio.Event(), anyio.Event()
+    answers: list[Any] = []
+
+    async def refund() -> None:
+        answers.append(await _refund(harness))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(refund)
+        await double.entered.wait()  # the request is at the provider, which has not acted yet
+        _later(harness, harness.mandate.settings.effects.lease_seconds + 1)
+        [resolution] = await reconciler.reconcile_due(harness.mandate.enforcer)
+        assert (resolution.status, resolution.detail) == (FAILED, "effect_not_made")
+        double.hold.set()  # now the provider makes the refund after all
+    [answer] = answers
+    assert answer.is_error and answer.structured_content["code"] == "effect_not_made"  # the winner's answer
+
+    db = harness.mandate.db
+    [made] = double.refunds
+    [intent] = await support.intents(db)
+    assert (intent.status, intent.provider_object_id, intent.amount_minor) == (CONFLICT, made.id, 1250)
+    assert (intent.error_code, intent.resolved_by) == ("effect_not_made", "reconciler")  # the failure is kept
+    assert json.loads(intent.answer or "{}")["structuredContent"]["code"] == "effect_not_made"
+    assert await support.spent(db) == 0  # released by the failure, not taken again
+    assert await support.refunds(db) == []  # no local refund row for an object a person must reconcile
+    started, failed, conflict = await support.records(db)
+    assert (started.outcome, failed.outcome, conflict.outcome) == ("started", "failed", "conflict")
+    assert (conflict.decision, conflict.reason_code, conflict.kind) == ("error", "effect_conflict", "effect")
+    summary = json.loads(conflict.result_summary)
+    assert (summary["failed_by"], summary["provider_object_id"]) == (failed.id, made.id)
 
 
 async def test_an_unreachable_provider_leaves_the_intent_in_doubt_and_the_budget_held(
