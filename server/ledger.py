@@ -357,7 +357,7 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
                 slots[slot_key] = slots.get(slot_key, 0) + spend.amount
     await defer_many(session, _ADD_ENTRY, entries)
     if slots:
-        await _add_to_slots(session, slots)
+        await add_to_slots(session, slots)
 
 
 def _conflict(spend: Spend) -> Callable[[int], Exception]:
@@ -378,8 +378,9 @@ def _slot_upsert(dialect_insert: Any) -> Any:
 _ADD_TO_SLOT = {"postgresql": Prepared(_slot_upsert(pg_insert)), "sqlite": Prepared(_slot_upsert(sqlite_insert))}
 
 
-async def _add_to_slots(session: AsyncSession, slots: dict[tuple[str, str, str, str], int]) -> None:
-    """Add to the rolling sub-totals, one upsert per slot in one round trip (under the decision's anchor lock)."""
+async def add_to_slots(session: AsyncSession, slots: dict[tuple[str, str, str, str], int]) -> None:
+    """Add to the rolling sub-totals (a negative amount takes away), one upsert per slot in one round trip (under
+    the decision's anchor lock)."""
     rows = [dict(zip(_SLOT_COLUMNS, slot_key, strict=True), spent=amount) for slot_key, amount in slots.items()]
     dialect = "sqlite" if session.bind is not None and session.bind.dialect.name == "sqlite" else "postgresql"
     await defer_many(session, _ADD_TO_SLOT[dialect], rows, distinct=True)  # one row per slot: keys distinct

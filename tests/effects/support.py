@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col, func, select
 
+from scopes.money import Money
+from scopes.policy.results import LedgerKey
+from server import ledger
 from server.audit.models import AuditRecord
 from server.effects.models import EffectIntent
 from server.ledger import LedgerBucket
@@ -37,6 +41,18 @@ async def spent(db: Database, budget: str = "agent_refunds_daily") -> int:
     async with db.session() as session:
         query = select(func.coalesce(func.sum(LedgerBucket.spent), 0)).where(LedgerBucket.budget == budget)
         return int((await session.exec(query)).one())
+
+
+async def customer_window(db: Database, customer_id: str = "cus_1001", currency: str = "EUR") -> int:
+    """What the customer's 30-day refund budget reads now, in minor units (the policy's rolling window)."""
+    now = datetime.now(UTC)
+    key = LedgerKey("customer_refunds_30d", customer_id, currency, "rolling", now - timedelta(days=30))
+
+    async def work(session: Any) -> int:
+        usage = (await ledger.totals(session, [key], at=now, lock=False))[key.budget]
+        return usage.minor if isinstance(usage, Money) else int(usage)
+
+    return await db.run_in_transaction(work)
 
 
 async def refunds(db: Database) -> list[Refund]:

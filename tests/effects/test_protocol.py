@@ -54,6 +54,7 @@ async def test_a_refund_through_the_provider_names_its_refund_and_links_intent_a
     assert (refund.provider_refund_id, refund.audit_id) == (made.id, intent.audit_id)
     assert (await support.order(db)).refunded_minor == 1250
     assert await support.spent(db) == 1250
+    assert await support.customer_window(db) == 1250
 
     started, outcome = await support.records(db)
     assert (started.id, started.decision, started.outcome) == (intent.audit_id, "allow", "started")
@@ -81,6 +82,7 @@ async def test_a_provider_refusal_names_its_reason_and_leaves_no_reservation(
     [intent] = await support.intents(db)
     assert (intent.status, intent.error_code) == (FAILED, "charge_already_refunded")
     assert await support.spent(db) == 0
+    assert await support.customer_window(db) == 0  # the customer's 30-day budget gets it back too
     assert (await support.order(db)).refunded_minor == 0
     assert await support.refunds(db) == []
     started, failed = await support.records(db)
@@ -127,6 +129,7 @@ async def test_a_request_that_never_reached_the_provider_fails_after_its_lease_a
     [resolution] = await reconciler.reconcile_due(harness.mandate.enforcer)
     assert (resolution.status, resolution.detail) == (FAILED, "effect_not_made")
     assert await support.spent(db) == 0
+    assert await support.customer_window(db) == 0
     assert (await support.order(db)).refunded_minor == 0
     assert double.refunds == []
     assert [r.outcome for r in await support.records(db)] == ["started", "failed"]
