@@ -49,9 +49,13 @@ def upgrade() -> None:
         sa.column("amount"),
     )
     totals = sa.table(
-        "ledger_window_totals", sa.column("budget"), sa.column("holder"), sa.column("unit"), sa.column("slot"),
+        "ledger_window_totals",
+        sa.column("budget"),
+        sa.column("holder"),
+        sa.column("unit"),
+        sa.column("slot"),
         sa.column("spent"),
-    )  # fmt: skip
+    )
     slots: dict[tuple[str, str, str, str], int] = {}
     rolling = sa.select(entries.c.budget, entries.c.holder, entries.c.unit, entries.c.at, entries.c.amount).where(
         entries.c.period == "rolling"
