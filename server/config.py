@@ -117,7 +117,7 @@ class EffectsSettings(BaseModel):
     reconcile_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     """How often each process's reconciler looks for intents past their lease."""
     reconcile_batch: Annotated[int, Field(ge=1, le=1000)] = 50
-    """How many intents one reconciler pass resolves at most."""
+    """How many intents one reconciler pass resolves at most; after a full pass that resolved any, the next one runs."""
 
 
 class WebhookSettings(BaseModel):

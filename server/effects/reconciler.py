@@ -1,7 +1,8 @@
 """The reconciler (docs/effects.md, "In doubt: never twice, never lost"): resolves every intent left ``started``
 past its lease, asking the provider what happened.
 
-Any replica runs it as upkeep (:func:`reconcile_forever`, started by :meth:`server.app.Mandate.upkeep`), and
+Any replica runs it as upkeep (:func:`reconcile_forever`, started by :meth:`server.app.Mandate.upkeep`: a round
+every interval, and rounds back to back while full batches resolve, so a backlog after an outage drains), and
 ``mandate effects reconcile`` runs one round on demand. A round takes up due intents for itself
 (:func:`server.effects.intents.claim_due`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a new lease, so two
 replicas never work on one intent at once), then for each asks the tool's ``find`` (by the metadata naming the
@@ -19,6 +20,7 @@ Every resolution is an audit record, written by :mod:`server.effects.outcome` in
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -129,11 +131,23 @@ async def _still_in_doubt(core: CallPathCore, intent: Intent, why: str) -> Resol
     return Resolution(intent.id, intent.tool, "in_doubt", why)
 
 
-async def reconcile_forever(core: CallPathCore) -> None:
-    """Upkeep: a round every ``effects.reconcile_interval_seconds``; a failing round is logged, never fatal."""
+def pause_after(taken: Sequence[Resolution], batch: int, interval: float) -> float:
+    """Seconds to wait before the next round: none after a full batch that resolved something (a backlog, after
+    an outage, drains at the provider's pace rather than one batch per interval), else the interval. A full batch
+    that resolved nothing (the provider still unreachable) waits too: those intents' leases moved on, so the next
+    round would only ask the same provider about the next batch at once."""
+    if len(taken) >= batch and any(resolution.status != "in_doubt" for resolution in taken):
+        return 0.0
+    return interval
+
+
+async def reconcile_forever(core: CallPathCore, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+    """Upkeep: rounds every ``effects.reconcile_interval_seconds``, back to back while a backlog drains
+    (:func:`pause_after`); a failing round is logged, never fatal."""
     while True:
+        taken: list[Resolution] = []
         try:
-            await reconcile_due(core)
+            taken = await reconcile_due(core)
         except Exception:
             logger.exception("a round of the effects reconciler failed; the next one runs as usual")
-        await anyio.sleep(core.effects.reconcile_interval_seconds)
+        await sleep(pause_after(taken, core.effects.reconcile_batch, core.effects.reconcile_interval_seconds))

@@ -1,0 +1,80 @@
+"""The reconciler's upkeep loop: a backlog of intents in doubt drains in back-to-back rounds, then the loop waits
+its interval; a provider still unreachable is not asked about batch after batch at once. The loop's waits are
+recorded by the sleep it is given, so nothing here waits on a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+
+from server.effects import reconciler
+from server.effects.models import COMPLETED, STARTED
+from tests.conftest import Harness
+from tests.effects import support
+from tests.effects.doubles import DoublePayments
+
+pytestmark = pytest.mark.anyio
+
+BATCH = 2
+
+
+class Stopped(Exception):
+    """Ends the loop at its first real wait."""
+
+
+def _waits() -> tuple[list[float], Callable[[float], Awaitable[None]]]:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 0:
+            raise Stopped
+
+    return waits, sleep
+
+
+async def _in_doubt(harness: Harness, double: DoublePayments, count: int) -> None:
+    double.doubt_after = True  # each refund is made, and its answer lost
+    async with harness.client("refunds") as client:
+        for _ in range(count):
+            result = await client.call_tool("refund_create", {**support.REFUND, "amount": "1.00"})
+            assert result.structured_content["code"] == "effect_in_doubt"
+    core = harness.mandate.enforcer
+    core.effects = core.effects.model_copy(update={"reconcile_batch": BATCH})
+    clock = core.clock
+    core.clock = lambda: clock() + timedelta(seconds=core.effects.lease_seconds + 1)
+
+
+async def test_a_backlog_drains_in_back_to_back_rounds_then_the_loop_waits_its_interval(
+    harness: Harness, double: DoublePayments
+) -> None:
+    await _in_doubt(harness, double, 5)
+    waits, sleep = _waits()
+    with pytest.raises(Stopped):
+        await reconciler.reconcile_forever(harness.mandate.enforcer, sleep=sleep)
+    interval = harness.mandate.enforcer.effects.reconcile_interval_seconds
+    assert waits == [0.0, 0.0, interval]  # rounds of 2, 2 and 1: the short one ends the drain
+    assert [intent.status for intent in await support.intents(harness.mandate.db)] == [COMPLETED] * 5
+    assert double.calls == 5  # each refund asked for once; the lookups found them
+
+
+async def test_a_full_batch_that_resolves_nothing_waits_the_interval(harness: Harness, double: DoublePayments) -> None:
+    await _in_doubt(harness, double, 3)
+    double.lookups_fail = True  # the provider is still unreachable
+    waits, sleep = _waits()
+    with pytest.raises(Stopped):
+        await reconciler.reconcile_forever(harness.mandate.enforcer, sleep=sleep)
+    assert waits == [harness.mandate.enforcer.effects.reconcile_interval_seconds]
+    assert [intent.status for intent in await support.intents(harness.mandate.db)] == [STARTED] * 3
+
+
+def test_the_pause_is_none_only_after_a_full_batch_that_resolved_something() -> None:
+    def resolution(status: str) -> reconciler.Resolution:
+        return reconciler.Resolution("int_1", "refund_create", status)
+
+    assert reconciler.pause_after([resolution("completed"), resolution("in_doubt")], 2, 5.0) == 0.0
+    assert reconciler.pause_after([resolution("failed")], 2, 5.0) == 5.0
+    assert reconciler.pause_after([resolution("in_doubt")] * 2, 2, 5.0) == 5.0
+    assert reconciler.pause_after([], 2, 5.0) == 5.0
