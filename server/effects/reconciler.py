@@ -29,13 +29,15 @@ import anyio
 
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
-from server.effects.models import STARTED, Intent
+from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED, Intent
 from server.toolkit import EffectCall
 
 if TYPE_CHECKING:
     from server.callpath.core import CallPathCore
 
 logger = logging.getLogger("server.effects")
+
+RESOLVED = (COMPLETED, FAILED, CONFLICT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ def pause_after(taken: Sequence[Resolution], batch: int, interval: float) -> flo
     an outage, drains at the provider's pace rather than one batch per interval), else the interval. A full batch
     that resolved nothing (the provider still unreachable) waits too: those intents' leases moved on, so the next
     round would only ask the same provider about the next batch at once."""
-    if len(taken) >= batch and any(resolution.status != "in_doubt" for resolution in taken):
+    if len(taken) >= batch and any(resolution.status in RESOLVED for resolution in taken):
         return 0.0
     return interval
 

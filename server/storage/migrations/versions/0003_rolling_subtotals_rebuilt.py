@@ -7,7 +7,13 @@ sub-totals (``ledger_window_totals``) that a rolling window is read from, so a c
 until it aged out: refunds were refused, or sent for approval, for room no money had taken. The entries were always
 right, so the sub-totals are rebuilt from them, exactly as ``server.ledger.backfill_window_totals`` builds them for
 a database that predates the table: every ``rolling`` entry counts in its UTC day (``d2026-12-07``) and its UTC hour
-(``h2026-12-07T15``). The rebuild reads every rolling entry once; nothing else changes.
+(``h2026-12-07T15``). The rebuild reads every rolling entry once, streamed; nothing else changes.
+
+On PostgreSQL both tables are locked against writes (``SHARE ROW EXCLUSIVE``: reads go on) for the rest of the
+upgrade's transaction, so a spend committed by a replica still serving meanwhile cannot fall between the read of
+the entries and the rewrite of the sub-totals; on SQLite the upgrade's transaction holds the database's write lock.
+A release made by a replica still on the old version after the upgrade leaves its amount in the sub-totals, as
+before, until it ages out: upgrade the replicas promptly (docs/database.md).
 
 Revision ID: 0003
 Revises: 0002
@@ -56,11 +62,15 @@ def upgrade() -> None:
         sa.column("slot"),
         sa.column("spent"),
     )
+    if bind.dialect.name == "postgresql":
+        op.execute("LOCK TABLE ledger_entries, ledger_window_totals IN SHARE ROW EXCLUSIVE MODE")
     slots: dict[tuple[str, str, str, str], int] = {}
     rolling = sa.select(entries.c.budget, entries.c.holder, entries.c.unit, entries.c.at, entries.c.amount).where(
         entries.c.period == "rolling"
     )
-    for budget, holder, unit, at, amount in bind.execute(rolling):
+    for budget, holder, unit, at, amount in bind.execute(
+        rolling.execution_options(stream_results=True, yield_per=BATCH)
+    ):
         utc = _utc(at)
         day = f"{utc.year}-{utc.month:02d}-{utc.day:02d}"
         for slot in (f"d{day}", f"h{day}T{utc.hour:02d}"):
