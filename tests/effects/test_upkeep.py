@@ -78,3 +78,17 @@ def test_the_pause_is_none_only_after_a_full_batch_that_resolved_something() -> 
     assert reconciler.pause_after([resolution("failed")], 2, 5.0) == 5.0
     assert reconciler.pause_after([resolution("in_doubt")] * 2, 2, 5.0) == 5.0
     assert reconciler.pause_after([], 2, 5.0) == 5.0
+
+
+async def test_a_round_that_fails_is_logged_and_the_loop_waits_its_interval(
+    harness: Harness, double: DoublePayments, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(_core: object) -> list[reconciler.Resolution]:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(reconciler, "reconcile_due", broken)
+    waits, sleep = _waits()
+    with pytest.raises(Stopped):
+        await reconciler.reconcile_forever(harness.mandate.enforcer, sleep=sleep)
+    assert waits == [harness.mandate.enforcer.effects.reconcile_interval_seconds]
+    assert "a round of the effects reconciler failed" in caplog.text
