@@ -6,6 +6,7 @@ lookups alone.
     uv run python -m bench.bench_reconcile --intents 200 --intents 2000
     uv run python -m bench.bench_reconcile --postgres postgresql://postgres@127.0.0.1:5432/test
     uv run python -m bench.bench_reconcile --intents 500 --profile /tmp/reconcile.txt   # pyinstrument, the rounds
+    uv run python -m bench.bench_reconcile --concurrency 1 --concurrency 4   # one by one, then four at once
 
 The intents are made by Mandate's own call path in this process (an MCP client in memory, a real token, the real
 catalog and policy) with the payments provider wrapped so that every answer is lost: every other call's refund is
@@ -226,7 +227,9 @@ def _profiled(out: Path | None) -> Iterator[None]:
         out.write_text(profiler.output_text(unicode=False, show_all=False))
 
 
-async def measure(count: int, per_payment: int, postgres: str | None, profile: Path | None = None) -> dict[str, Any]:
+async def measure(
+    count: int, per_payment: int, postgres: str | None, profile: Path | None = None, concurrency: int | None = None
+) -> dict[str, Any]:
     from bench.external_sites import external_settings, open_external_mandate
     from bench.mandate_site import mint_refund_token
     from server.cli.seeding import link_demo_orders
@@ -241,6 +244,9 @@ async def measure(count: int, per_payment: int, postgres: str | None, profile: P
         try:
             with provider_env(localstripe):
                 settings = external_settings(Path(scratch) / "mandate", database_url=url)
+                if concurrency is not None:
+                    effects = settings.effects.model_copy(update={"reconcile_concurrency": concurrency})
+                    settings = settings.model_copy(update={"effects": effects})
                 mandate = await open_external_mandate(settings)
             try:
                 provider = mandate.enforcer.providers["payments"]
@@ -294,6 +300,7 @@ async def measure(count: int, per_payment: int, postgres: str | None, profile: P
         "per_payment": per_payment,
         "rounds": rounds,
         "batch": settings.effects.reconcile_batch,
+        "concurrency": settings.effects.reconcile_concurrency,
         "seconds": elapsed,
         "per_intent_us": per_intent * 1e6,
         "cpu_per_intent_us": cpu / count * 1e6,
@@ -307,14 +314,14 @@ async def measure(count: int, per_payment: int, postgres: str | None, profile: P
 
 def _table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| engine | intents in doubt | rounds (batch) | recovery | per intent | this process's CPU per intent | "
-        "the lookup alone, mean (p50) | per intent / lookup alone |",
+        "| engine | intents in doubt | rounds (batch, at once) | recovery | per intent | "
+        "this process's CPU per intent | the lookup alone, mean (p50) | per intent / lookup alone |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r['engine']} | {r['intents']:,} ({r['completed']:,} made, {r['failed']:,} never sent) | "
-            f"{r['rounds']} ({r['batch']}) | {r['seconds']:.2f} s | {r['per_intent_us']:,.0f} us | "
+            f"{r['rounds']} ({r['batch']}, {r['concurrency']}) | {r['seconds']:.2f} s | {r['per_intent_us']:,.0f} us | "
             f"{r['cpu_per_intent_us']:,.0f} us | {r['lookup_alone_us']:,.0f} us ({r['lookup_alone_p50_us']:,.0f}) | "
             f"**{r['ratio']:.2f}x** |"
         )
@@ -326,17 +333,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intents", type=int, action="append", help="intents in doubt (repeatable; default 1000)")
     parser.add_argument("--per-payment", type=int, default=10, help="refunds per order and payment (default 10)")
     parser.add_argument("--postgres", help="also on this PostgreSQL (a scratch schema each)")
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="effects.reconcile_concurrency (repeatable: alternated)"
+    )
     parser.add_argument("--profile", type=Path, help="profile the rounds (pyinstrument) into this file; SQLite only")
     args = parser.parse_args(argv)
     counts = args.intents or [1000]
-    if any(count < 2 for count in counts) or args.per_payment < 1:
-        parser.error("--intents must be at least 2 and --per-payment at least 1")
+    if any(count < 2 for count in counts) or args.per_payment < 1 or any(n < 1 for n in args.concurrency or []):
+        parser.error("--intents must be at least 2, --per-payment and --concurrency at least 1")
     engines: list[str | None] = [None] + ([args.postgres] if args.postgres and not args.profile else [])
     started = datetime.now(UTC)
     results = [
-        anyio.run(measure, count, args.per_payment, engine, args.profile, backend_options={"use_uvloop": True})
+        anyio.run(measure, count, args.per_payment, engine, args.profile, at_once, backend_options={"use_uvloop": True})
         for engine in engines
         for count in counts
+        for at_once in args.concurrency or [None]
     ]
     command = " ".join(["uv run python -m bench.bench_reconcile", *(sys.argv[1:] if argv is None else argv)])
     print(f"Run: `{command}`, {started:%Y-%m-%d %H:%M} UTC")

@@ -5,8 +5,9 @@ Any replica runs it as upkeep (:func:`reconcile_forever`, started by :meth:`serv
 every interval, and rounds back to back while full batches resolve, so a backlog after an outage drains), and
 ``mandate effects reconcile`` runs one round on demand. A round takes up due intents for itself
 (:func:`server.effects.intents.claim_due`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a new lease, so two
-replicas never work on one intent at once), then for each asks the tool's ``find`` (by the metadata naming the
-intent: localstripe ignores idempotency keys, so the lookup must stand on its own):
+replicas never work on one intent at once), then for each (``effects.reconcile_concurrency`` at a time, each in
+its own transaction) asks the tool's ``find`` (by the metadata naming the intent: localstripe ignores idempotency
+keys, so the lookup must stand on its own):
 
 - found: the outcome is written as if the call had answered (:func:`server.effects.outcome.succeed`);
 - definitely absent (the provider answered, and the lease, longer than the provider's timeout, has passed, so the
@@ -58,7 +59,21 @@ async def reconcile_due(
     at = now or core.clock()
     lease = timedelta(seconds=core.effects.lease_seconds)
     taken = await intents.claim_due(core.db, at, lease=lease, limit=limit or core.effects.reconcile_batch)
-    return [await resolve(core, intent) for intent in taken]
+    resolutions: list[Resolution] = [Resolution(intent.id, intent.tool, "in_doubt") for intent in taken]
+    limiter = anyio.CapacityLimiter(core.effects.reconcile_concurrency)
+
+    async def one(index: int, intent: Intent) -> None:
+        async with limiter:
+            try:
+                resolutions[index] = await resolve(core, intent)
+            except Exception as exc:  # one intent that cannot be resolved does not stop the others
+                logger.exception("intent %s could not be reconciled; it stays in doubt", intent.id)
+                resolutions[index] = Resolution(intent.id, intent.tool, "in_doubt", describe(exc))
+
+    async with anyio.create_task_group() as group:  # each waits mostly on its provider lookup
+        for index, intent in enumerate(taken):
+            group.start_soon(one, index, intent)
+    return resolutions
 
 
 async def resolve(core: CallPathCore, intent: Intent) -> Resolution:

@@ -48,6 +48,13 @@ class DoublePayments:
     hold: anyio.Event | None = None
     entered: anyio.Event | None = None
     """Set when a refund call has arrived (before it waits on ``hold``)."""
+    lookups_hold: anyio.Event | None = None
+    """Lookups wait on it (after counting themselves in flight)."""
+    lookups_in_flight: int = 0
+    lookups_together: int = 0
+    """The most lookups that were in flight at once."""
+    lookups_gathered: tuple[int, anyio.Event] | None = None
+    """Set the event once that many lookups are in flight at once."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -73,6 +80,18 @@ class DoublePayments:
         return made
 
     async def find_refund(self, *, payment_ref: str, intent_id: str) -> DoubleRefund | None:
+        self.lookups_in_flight += 1
+        self.lookups_together = max(self.lookups_together, self.lookups_in_flight)
+        if self.lookups_gathered is not None and self.lookups_in_flight >= self.lookups_gathered[0]:
+            self.lookups_gathered[1].set()
+        try:
+            if self.lookups_hold is not None:
+                await self.lookups_hold.wait()
+            return self._lookup(payment_ref, intent_id)
+        finally:
+            self.lookups_in_flight -= 1
+
+    def _lookup(self, payment_ref: str, intent_id: str) -> DoubleRefund | None:
         if self.lookups_fail:
             raise DoubleInDoubt("the provider cannot be reached")
         for made in self.refunds:

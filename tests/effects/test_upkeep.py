@@ -1,12 +1,15 @@
 """The reconciler's upkeep loop: a backlog of intents in doubt drains in back-to-back rounds, then the loop waits
 its interval; a provider still unreachable is not asked about batch after batch at once. The loop's waits are
-recorded by the sleep it is given, so nothing here waits on a clock."""
+recorded by the sleep it is given, so nothing here waits on a clock. A round looks its intents up several at a
+time, and one intent that fails does not stop the others."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
+import anyio
 import pytest
 
 from server.effects import reconciler
@@ -92,3 +95,51 @@ async def test_a_round_that_fails_is_logged_and_the_loop_waits_its_interval(
         await reconciler.reconcile_forever(harness.mandate.enforcer, sleep=sleep)
     assert waits == [harness.mandate.enforcer.effects.reconcile_interval_seconds]
     assert "a round of the effects reconciler failed" in caplog.text
+
+
+async def test_a_round_looks_its_intents_up_several_at_a_time_and_answers_in_their_order(
+    harness: Harness, double: DoublePayments
+) -> None:
+    await _in_doubt(harness, double, 6)
+    core = harness.mandate.enforcer
+    core.effects = core.effects.model_copy(update={"reconcile_batch": 6, "reconcile_concurrency": 4})
+    together = anyio.Event()
+    double.lookups_hold, double.lookups_gathered = anyio.Event(), (4, together)
+    taken: list[reconciler.Resolution] = []
+
+    async def round_() -> None:
+        taken.extend(await reconciler.reconcile_due(core))
+
+    with anyio.fail_after(60):  # a round resolving one by one never has four lookups in flight
+        async with anyio.create_task_group() as group:
+            group.start_soon(round_)
+            await together.wait()
+            assert double.lookups_in_flight == 4  # no more than the setting allows
+            double.lookups_hold.set()
+    assert double.lookups_together == 4
+    intents = await support.intents(harness.mandate.db)
+    assert [intent.status for intent in intents] == [COMPLETED] * 6
+    assert sorted(r.intent_id for r in taken) == sorted(intent.id for intent in intents)
+    assert [r.status for r in taken] == [COMPLETED] * 6
+
+
+async def test_an_intent_that_cannot_be_reconciled_leaves_the_others_of_its_round_resolved(
+    harness: Harness, double: DoublePayments, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _in_doubt(harness, double, 3)
+    core = harness.mandate.enforcer
+    core.effects = core.effects.model_copy(update={"reconcile_batch": 3})
+    [first, *_] = await support.intents(harness.mandate.db)
+    real = reconciler.resolve
+
+    async def resolve(core: object, intent: Any) -> reconciler.Resolution:
+        if intent.id == first.id:
+            raise ValueError("its plan no longer parses")
+        return await real(core, intent)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reconciler, "resolve", resolve)
+    taken = await reconciler.reconcile_due(core)
+    assert {r.intent_id: r.status for r in taken}[first.id] == "in_doubt"
+    assert sorted(r.status for r in taken) == [COMPLETED, COMPLETED, "in_doubt"]
+    by_id = {intent.id: intent.status for intent in await support.intents(harness.mandate.db)}
+    assert by_id[first.id] == STARTED and sorted(by_id.values()) == [COMPLETED, COMPLETED, STARTED]
