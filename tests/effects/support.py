@@ -12,7 +12,7 @@ from scopes.money import Money
 from scopes.policy.results import LedgerKey
 from server import ledger
 from server.audit.models import AuditRecord
-from server.effects.models import EffectIntent
+from server.effects.models import STARTED, EffectIntent, Intent
 from server.ledger import LedgerBucket
 from server.storage.database import Database
 from tools.store.models import Order, Refund
@@ -30,6 +30,33 @@ async def link_orders(db: Database, refs: dict[str, str] | None = None) -> None:
             await session.exec(update(Order).where(col(Order.id) == order.id).values(payment_ref=ref))
 
     await db.run_in_transaction(work)
+
+
+def started_intent(created_at: datetime, lease_until: datetime, **columns: Any) -> Intent:
+    """A ``started`` intent of the refund tool as the decision's transaction writes it; ``columns`` override."""
+    values: dict[str, Any] = {
+        "id": "int_1",
+        "tool": "refund_create",
+        "provider": "payments",
+        "provider_name": "double",
+        "status": STARTED,
+        "audit_id": "aud_1",
+        "provider_key": "mandate-aud_1",
+        "arguments": "{}",
+        "arguments_digest": "",
+        "plan": "{}",
+        "principal": "{}",
+        "principal_key": "agent:refunds",
+        "customer_id": None,
+        "approval_id": None,
+        "call_key": None,
+        "call_key_id": None,
+        "transport": "http",
+        "request_id": None,
+        "created_at": created_at,
+        "lease_until": lease_until,
+    }
+    return Intent(**{**values, **columns})
 
 
 async def intents(db: Database) -> list[EffectIntent]:

@@ -14,6 +14,7 @@ from server.effects import intents
 from server.effects.models import COMPLETED, FAILED, STARTED, EffectIntent, Intent
 from server.effects.outcome import write_resolution
 from server.storage.database import Database
+from tests.effects import support
 
 pytestmark = pytest.mark.anyio
 
@@ -21,27 +22,18 @@ WRITTEN = datetime(2026, 12, 7, 14, 30, 5, 123456, tzinfo=UTC)
 
 
 def _started() -> Intent:
-    return Intent(
+    return support.started_intent(
+        WRITTEN,
+        WRITTEN + timedelta(seconds=60),
         id="int_rows",
-        tool="refund_create",
-        provider="payments",
-        provider_name="double",
-        status=STARTED,
         audit_id="aud_rows",
         provider_key="mandate-aud_rows",
         arguments='{"amount":"1.00"}',
         arguments_digest="d" * 64,
         plan='{"order_id":"ord_1"}',
-        principal="{}",
-        principal_key="agent:refunds",
         customer_id="cus_1",
-        approval_id=None,
         call_key="k-1",
-        call_key_id=None,
-        transport="http",
         request_id="7",
-        created_at=WRITTEN,
-        lease_until=WRITTEN + timedelta(seconds=60),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from server.effects import intents, reconciler
-from server.effects.models import COMPLETED, FAILED, STARTED, Intent
+from server.effects.models import COMPLETED, FAILED, Intent
 from tests.conftest import Harness
 from tests.effects import support
 from tests.effects.doubles import DoublePayments
@@ -74,28 +74,7 @@ async def test_a_refund_whose_transaction_used_up_its_lease_is_never_sent_and_fa
 
 
 def _intent(created: datetime, lease_until: datetime) -> Intent:
-    return Intent(
-        id="int_1",
-        tool="refund_create",
-        provider="payments",
-        provider_name="double",
-        status=STARTED,
-        audit_id="aud_1",
-        provider_key="mandate-aud_1",
-        arguments="{}",
-        arguments_digest="",
-        plan="{}",
-        principal="{}",
-        principal_key="agent:refunds",
-        customer_id=None,
-        approval_id=None,
-        call_key=None,
-        call_key_id=None,
-        transport="http",
-        request_id=None,
-        created_at=created,
-        lease_until=lease_until,
-    )
+    return support.started_intent(created, lease_until)
 
 
 @pytest.mark.parametrize(
