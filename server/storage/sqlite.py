@@ -43,6 +43,26 @@ BUSY_TIMEOUT_MS = 30_000
 """How long a statement on aiosqlite's thread waits for another connection's write lock."""
 
 _IN_WAL: weakref.WeakSet[Any] = weakref.WeakSet()
+
+WAL_ATTEMPTS = 5
+
+
+def switch_to_wal(cursor: Any) -> Any:
+    """``PRAGMA journal_mode=WAL`` on a DBAPI cursor; its answer row (``("wal",)``).
+
+    Two connections switching one new file at the same moment can both hold a shared lock and both want the
+    exclusive one; SQLite then answers one of them "database is locked" at once, without its busy handler (the
+    deadlock it avoids; seen in about one start in four with four connections). The failed statement has let its lock
+    go, so the next attempt waits in the busy handler like any statement, and finds the file in WAL already.
+    """
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return cursor.fetchone()
+        except Exception as exc:  # sqlite3's OperationalError, or the same through SQLAlchemy's async adapter
+            if "database is locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+    return None  # pragma: no cover - the loop returns or raises
 """The aiosqlite connections whose database is in WAL mode (``journal_mode`` as the connection found it)."""
 
 _CLOSING: set[asyncio.Future[None]] = set()
@@ -69,8 +89,7 @@ def configure(engine: AsyncEngine, writers: anyio.Lock) -> Checkpoints:
         # first, so that switching a new file to WAL (which takes an exclusive lock) waits as long as any statement
         # does for a connection that holds the file (another process migrating it), not sqlite3's default 5 s
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        mode = cursor.fetchone()
+        mode = switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
