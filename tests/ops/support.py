@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,23 @@ def write_policy(folder: Path, extra: str) -> Path:
     return path
 
 
+def steady_clock() -> Callable[[], datetime]:
+    """A clock that starts at the first second of the current UTC hour and moves on with real time: every fixed
+    window of an hour or less that divides the hour (``server.guards.store.window_of``) has just begun."""
+    start = time.monotonic()
+    anchor = datetime.now(UTC).replace(minute=0, second=1, microsecond=0)
+    return lambda: anchor + timedelta(seconds=time.monotonic() - start)
+
+
 @asynccontextmanager
 async def guarded(settings: Settings, extra_policy: str = "", **changes: Any) -> AsyncIterator[Harness]:
-    """A seeded Mandate (no transport) whose policy has ``extra_policy`` appended."""
+    """A seeded Mandate (no transport) whose policy has ``extra_policy`` appended; its rate limits and breakers count
+    on :func:`steady_clock`, so a test's calls never straddle the end of a fixed window."""
     update: dict[str, Any] = dict(changes)
     if extra_policy:
         update["policy_path"] = write_policy(settings.data_dir.parent / "policy", extra_policy)
     mandate = await open_mandate(settings.model_copy(update=update), local_dev_jwks=True)
+    mandate.guards.rates.clock = mandate.guards.breakers.clock = steady_clock()
     try:
         await mandate.db.run_in_transaction(lambda session: seed_demo_store(session, datetime.now(UTC)))
         yield Harness(mandate)

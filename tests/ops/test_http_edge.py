@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from server.config import GuardSettings, MetricsSettings
 from tests.live import LiveServer, live_server
-from tests.ops.support import BIG_REFUND, REFUND, write_policy
+from tests.ops.support import BIG_REFUND, REFUND, steady_clock, write_policy
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +97,7 @@ async def test_metrics_need_a_credential_when_loopback_is_not_trusted(tmp_path: 
 async def test_a_principal_wide_limit_answers_429_with_retry_after(tmp_path: Path, database_url: str) -> None:
     policy = write_policy(tmp_path / "p", '[[rate_limits]]\nid = "burst"\ncalls = 2\nwindow = "1 minute"\n')
     async with live_server(tmp_path / "data", database_url, policy_path=policy) as live:
+        live.mandate.guards.rates.clock = steady_clock()  # the three calls fall in one window
         token = live.harness.token("refunds", scopes=AGENT)
         headers = {**ACCEPT, "Authorization": f"Bearer {token}"}
         async with httpx2.AsyncClient(timeout=30) as http:
