@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy import text
 from server.config import GuardSettings
 from tests.conftest import POSTGRES_URL
 from tests.live import LiveServer, live_server
-from tests.ops.support import write_policy
+from tests.ops.support import steady_clock, write_policy
 
 pytestmark = [
     pytest.mark.anyio,
@@ -88,11 +88,19 @@ async def test_a_suspension_takes_effect_on_both_replicas_within_a_second(tmp_pa
     assert max(took) < 3.0  # the property is "within 1 s"; the margin is for a loaded 2-core machine
 
 
+def _count_on_one_steady_clock(replicas: Sequence[LiveServer]) -> None:
+    """Both replicas' guards on one clock that has just begun every window (tests.ops.support.steady_clock)."""
+    clock = steady_clock()
+    for replica in replicas:
+        replica.mandate.guards.rates.clock = replica.mandate.guards.breakers.clock = clock
+
+
 async def test_a_rate_limit_holds_exactly_across_both_replicas(tmp_path: Path, database_url: str) -> None:
     policy = write_policy(
         tmp_path / "p", '[[rate_limits]]\nid = "five"\nper = "client"\ncalls = 5\nwindow = "1 hour"\n'
     )
     async with two_replicas(tmp_path, database_url, policy_path=policy) as replicas:
+        _count_on_one_steady_clock(replicas)
         tokens = [r.harness.token("refunds", scopes=AGENT, client_id="busy-agent") for r in replicas]
         statuses: list[int] = []
         async with httpx2.AsyncClient(timeout=60) as http:
@@ -118,6 +126,7 @@ async def test_the_circuit_breaker_trips_once_across_both_replicas(tmp_path: Pat
     breaker = '[[breakers]]\nid = "denials"\nper = "client"\non = "denials"\nthreshold = 4\nwindow = "10 minutes"\n'
     policy = write_policy(tmp_path / "p", breaker + 'mode = "enforce"\n')
     async with two_replicas(tmp_path, database_url, policy_path=policy) as replicas:
+        _count_on_one_steady_clock(replicas)
         tokens = [r.harness.token("refunds", scopes=AGENT, client_id="loop-agent") for r in replicas]
         async with httpx2.AsyncClient(timeout=60) as http:
             for _ in range(2):
