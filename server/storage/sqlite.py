@@ -63,6 +63,8 @@ def switch_to_wal(cursor: Any) -> Any:
             if "database is locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
                 raise
     return None  # pragma: no cover - the loop returns or raises
+
+
 """The aiosqlite connections whose database is in WAL mode (``journal_mode`` as the connection found it)."""
 
 _CLOSING: set[asyncio.Future[None]] = set()
