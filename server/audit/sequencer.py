@@ -30,12 +30,14 @@ import anyio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from server.audit.chain import RECORDS, leaf_hash_of
 from server.audit.checkpoint import sign_tree_head
 from server.audit.merkle import CompactRange
-from server.audit.tree import HEADS, NODES, latest_head
+from server.audit.tree import HEADS, NODES, StoredHead, stored_head
 from server.storage.database import Database
+from server.storage.prepared import Prepared, run, run_all, run_many
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ hold several Mandate logs, one per schema (``search_path``); each log has a sequ
 documentation, "Advisory Locks": the two-``int4`` key space never overlaps the ``bigint`` one)."""
 _TRY_LEAD = text(f"SELECT pg_try_advisory_lock(:key, {_THIS_LOG})").bindparams(key=ADVISORY_LOCK_KEY)
 _STEP_DOWN = text(f"SELECT pg_advisory_unlock(:key, {_THIS_LOG})").bindparams(key=ADVISORY_LOCK_KEY)
-_BATCH_LOCK = text(f"SELECT pg_advisory_xact_lock(:key, {_THIS_LOG})").bindparams(key=BATCH_LOCK_KEY)
+_BATCH_LOCK = Prepared(text(f"SELECT pg_advisory_xact_lock(:key, {_THIS_LOG})").bindparams(key=BATCH_LOCK_KEY))
 
 
 def utcnow() -> datetime:
@@ -67,12 +69,23 @@ class Integrated:
     root_hash: str
 
 
-_PENDING = select(RECORDS.c.seq, RECORDS.c.leaf_hash).where(RECORDS.c.leaf_index.is_(None)).order_by(RECORDS.c.seq)
-_PLACE = (
+# A batch's statements are prepared (server/storage/prepared.py): on SQLite they run on the held writer connection,
+# on the event loop's thread, not one hop each to aiosqlite's thread; on PostgreSQL the batch lock and the two reads
+# go in one round trip. Twice a second for the life of every serving process, most batches at rest find nothing.
+_PENDING = Prepared(
+    select(RECORDS.c.seq, RECORDS.c.leaf_hash)
+    .where(RECORDS.c.leaf_index.is_(None))
+    .order_by(RECORDS.c.seq)
+    .limit(bindparam("batch_size"))
+)
+_LATEST_HEAD = Prepared(select(HEADS).order_by(HEADS.c.size.desc()).limit(1))
+_PLACE = Prepared(
     update(RECORDS)
     .where(RECORDS.c.seq == bindparam("b_seq"), RECORDS.c.leaf_index.is_(None))
     .values(leaf_index=bindparam("b_leaf"))
 )
+_ADD_NODES = Prepared(insert(NODES))
+_ADD_HEAD = Prepared(insert(HEADS))
 # PostgreSQL: the whole batch's writes in one statement (one round trip, however large the batch): the positions,
 # the perfect subtrees completed, and the tree head, which is only written when every record read was placed.
 _WRITE_BATCH_POSTGRES = text(
@@ -96,13 +109,14 @@ class PlacementError(RuntimeError):
 
 
 async def _place(
-    connection: AsyncConnection,
+    session: AsyncSession,
     placements: list[tuple[int, int]],
     nodes: list[tuple[int, int, str]],
     head: dict[str, Any],
 ) -> None:
     """Give each record ``(seq, leaf_index)`` its position, store the perfect subtrees completed and the new tree
     head."""
+    connection: AsyncConnection = await session.connection()
     if connection.dialect.name == "postgresql":
         seqs, leaves = [seq for seq, _ in placements], [leaf for _, leaf in placements]
         levels, indices, hashes = ([node[k] for node in nodes] for k in range(3))
@@ -121,10 +135,21 @@ async def _place(
         if written.first() is None:
             raise PlacementError(f"placed fewer than the {len(placements)} records read")
         return
-    await connection.execute(_PLACE, [{"b_seq": seq, "b_leaf": leaf} for seq, leaf in placements])
-    if nodes:
-        await connection.execute(insert(NODES), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
-    await connection.execute(insert(HEADS).values(**head))
+    await run_many(session, _PLACE, [{"b_seq": seq, "b_leaf": leaf} for seq, leaf in placements])
+    await run_many(session, _ADD_NODES, [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in nodes])
+    await run(session, _ADD_HEAD, head)
+
+
+async def _pending_and_head(session: AsyncSession, batch_size: int) -> tuple[list[Any], StoredHead | None]:
+    """The records still without a position (``seq`` order, at most ``batch_size``) and the latest tree head; on
+    PostgreSQL after taking the batch lock, all in one round trip."""
+    reads = [(_PENDING, {"batch_size": batch_size}), (_LATEST_HEAD, None)]
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        _locked, pending, latest = await run_all(session, [(_BATCH_LOCK, None), *reads])
+    else:
+        pending, latest = await run_all(session, reads)
+    row = latest.first()
+    return pending.rows, stored_head(row) if row is not None else None
 
 
 async def integrate_batch(
@@ -137,19 +162,16 @@ async def integrate_batch(
 ) -> Integrated | None:
     """Integrate up to ``batch_size`` unplaced records; ``None`` when there were none."""
 
-    async def work(session: Any) -> Integrated | None:
-        connection: AsyncConnection = await session.connection()
-        if connection.dialect.name == "postgresql":
-            await connection.execute(_BATCH_LOCK)
-        pending = (await connection.execute(_PENDING.limit(batch_size))).all()
+    async def work(session: AsyncSession) -> Integrated | None:
+        pending, head = await _pending_and_head(session, batch_size)
         if not pending:
             return None
         legacy = [int(row.seq) for row in pending if row.leaf_hash is None]
         legacy_leaves: dict[int, bytes] = {}
         if legacy:  # records of the linear chain: their leaf is computed from their content
+            connection: AsyncConnection = await session.connection()
             for row in await connection.execute(select(RECORDS).where(RECORDS.c.seq.in_(legacy))):
                 legacy_leaves[int(row.seq)] = leaf_hash_of(dict(row._mapping))
-        head = await latest_head(connection)
         tree = CompactRange(head.size, list(head.frontier)) if head is not None else CompactRange()
         old_size = tree.size
         placements: list[tuple[int, int]] = []
@@ -174,7 +196,7 @@ async def integrate_batch(
             "instance": instance[:100],
             "signed": signed,
         }
-        await _place(connection, placements, nodes, new_head)
+        await _place(session, placements, nodes, new_head)
         return Integrated(old_size, tree.size, root)
 
     return await db.run_in_transaction(work)

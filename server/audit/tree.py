@@ -51,24 +51,25 @@ class StoredHead:
         return bytes.fromhex(self.root_hash)
 
 
-def _head(row: Any) -> StoredHead:
+def stored_head(row: Any) -> StoredHead:
+    """A tree head from its row (any row with the columns of ``audit_tree_heads`` as attributes)."""
     frontier = tuple(bytes.fromhex(h) for h in str(row.frontier).split(",") if h)
     return StoredHead(int(row.size), str(row.root_hash), frontier, row.created_at, str(row.instance), row.signed)
 
 
 async def latest_head(connection: AsyncConnection) -> StoredHead | None:
     row = (await connection.execute(select(HEADS).order_by(HEADS.c.size.desc()).limit(1))).first()
-    return _head(row) if row is not None else None
+    return stored_head(row) if row is not None else None
 
 
 async def head_of_size(connection: AsyncConnection, size: int) -> StoredHead | None:
     row = (await connection.execute(select(HEADS).where(HEADS.c.size == size))).first()
-    return _head(row) if row is not None else None
+    return stored_head(row) if row is not None else None
 
 
 async def heads(connection: AsyncConnection) -> list[StoredHead]:
     """Every stored tree head, smallest first."""
-    return [_head(row) for row in await connection.execute(select(HEADS).order_by(HEADS.c.size))]
+    return [stored_head(row) for row in await connection.execute(select(HEADS).order_by(HEADS.c.size))]
 
 
 async def subtree_hashes(connection: AsyncConnection, tiles: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
