@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -252,6 +253,10 @@ class Sequencer:
             if batch is not None:
                 self.batches += 1
                 if batch.new_size - batch.old_size >= self.batch_size:
+                    # a backlog: the next batch at once, but after a turn of the event loop. On SQLite a batch
+                    # runs on the loop's thread from start to end, so a drain of many full batches would
+                    # otherwise serve no request until it ended.
+                    await anyio.lowlevel.checkpoint()
                     continue
             await anyio.sleep(max(0.0, self.interval - (anyio.current_time() - started)))
 

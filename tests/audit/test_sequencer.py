@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
@@ -91,6 +92,26 @@ async def test_the_in_process_sequencer_integrates_within_its_interval(db: Datab
         await _all_integrated(db, 3)
         assert sequencer.active
         assert sequencer.batches >= 1
+
+
+async def test_a_backlog_of_full_batches_is_drained_with_turns_of_the_event_loop_between_them(db: Database) -> None:
+    await append_records(db, 50)
+    sequencer = Sequencer(db, instance="test", key=None, interval=60, batch_size=10)
+    seen: list[int] = []
+
+    async def watch() -> None:  # runs whenever the event loop gets a turn
+        while sequencer.batches < 5:
+            seen.append(sequencer.batches)
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            async with sequencing(sequencer):
+                await _all_integrated(db, 50)
+            group.cancel_scope.cancel()
+    assert sequencer.batches >= 5
+    assert {1, 2, 3, 4} <= set(seen), f"no turn of the loop between batches: saw {sorted(set(seen))}"
 
 
 async def test_postgres_logs_in_two_schemas_of_one_database_each_have_an_active_sequencer(db: Database) -> None:
