@@ -18,16 +18,14 @@ from starlette.responses import RedirectResponse, Response
 
 from server.console import reading, suspending
 from server.console.page_group import PageGroup
-from server.console.web import Signed, checked_form, login_redirect, render, signed_in
+from server.console.web import Signed, render
 
 
 class AgentPages(PageGroup):
     async def agents(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "seeing agents' activity")
+        signed = await self._signed(request, reading="seeing agents' activity")
+        if isinstance(signed, Response):
+            return signed
         return await self._agents_page(request, signed, flash=await self._take_flash(signed))
 
     async def _agents_page(
@@ -67,12 +65,10 @@ class AgentPages(PageGroup):
     async def _kill_switch(self, request: Request, tool: str, arguments_of: Any) -> Response:
         """Suspend or resume as the signed-in person: the tool call goes through the enforcer (scope, validation,
         audit record); a form without a reason is answered here and calls nothing."""
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        form = await checked_form(self.mandate, request, signed)
-        if isinstance(form, Response):
-            return form
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        signed, form = posted
         may_read = self._may_read_audit(signed.principal)
         try:
             arguments: dict[str, Any] = arguments_of(form)

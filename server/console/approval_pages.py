@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from server.console.page_group import PageGroup
-from server.console.web import checked_form, login_redirect, render, signed_in
+from server.console.web import render
 
 STATUSES = ("pending", "executed", "failed", "rejected", "expired", "any")
 """The queue's status filter (``approvals_list``'s ``status``); anything else shows the pending ones."""
@@ -25,9 +25,9 @@ STATUSES = ("pending", "executed", "failed", "rejected", "expired", "any")
 
 class ApprovalPages(PageGroup):
     async def approvals(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
+        signed = await self._signed(request)
+        if isinstance(signed, Response):
+            return signed
         status = request.query_params.get("status", "pending")
         status = status if status in STATUSES else "pending"
         ok, body = await self._call(signed, request, "approvals_list", {"status": status, "limit": 200})
@@ -45,9 +45,9 @@ class ApprovalPages(PageGroup):
         )
 
     async def approval(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
+        signed = await self._signed(request)
+        if isinstance(signed, Response):
+            return signed
         approval_id = request.path_params["approval_id"]
         ok, body = await self._call(signed, request, "approval_get", {"approval_id": approval_id})
         status = 200 if ok else 404 if body.get("code") in ("not_found", "invalid_arguments") else 403
@@ -64,12 +64,10 @@ class ApprovalPages(PageGroup):
         )
 
     async def decide(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        form = await checked_form(self.mandate, request, signed)
-        if isinstance(form, Response):
-            return form
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        signed, form = posted
         approval_id = request.path_params["approval_id"]
         decision = form.get("decision", "")
         arguments: dict[str, Any] = {"approval_id": approval_id, "decision": decision}

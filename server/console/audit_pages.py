@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from server.console import events, reading
 from server.console.page_group import AUDIT_TOOL, PageGroup
-from server.console.web import call_info, checked_form, login_redirect, render, signed_in
+from server.console.web import call_info, render
 
 OUTCOMES = ("succeeded", "failed", "refused", "invalid_arguments", "pending_approval", "replayed", "listed")
 """The outcomes the search form offers to filter by."""
@@ -25,11 +25,9 @@ OUTCOMES = ("succeeded", "failed", "refused", "invalid_arguments", "pending_appr
 
 class AuditPages(PageGroup):
     async def audit(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "reading the audit trail")
+        signed = await self._signed(request, reading="reading the audit trail")
+        if isinstance(signed, Response):
+            return signed
         q = request.query_params
         filters = {k: q.get(k, "").strip() for k in ("agent", "tool", "outcome", "since", "until", "cursor")}
         arguments: dict[str, Any] = {"limit": 50}
@@ -60,14 +58,10 @@ class AuditPages(PageGroup):
         )
 
     async def verify(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        form = await checked_form(self.mandate, request, signed)
-        if isinstance(form, Response):
-            return form
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "verifying the audit trail")
+        posted = await self._posted(request, reading="verifying the audit trail")
+        if isinstance(posted, Response):
+            return posted
+        signed, _form = posted
         tree = await reading.tree_heads(self.mandate.db, self.mandate.settings)
         report = await reading.verify(self.mandate.db, tree)
         await events.record(
@@ -97,11 +91,9 @@ class AuditPages(PageGroup):
         )
 
     async def record(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "reading the audit trail")
+        signed = await self._signed(request, reading="reading the audit trail")
+        if isinstance(signed, Response):
+            return signed
         async with self.mandate.db.session() as session:
             view = await reading.record_view(session, request.path_params["record_id"], signed.principal)
         if view is None:

@@ -1,5 +1,6 @@
 """What every group of console pages shares (:class:`PageGroup`): the clock, tool calls as the signed-in person,
-the ``audit:read`` check and its 403 page, and the one-time message a page shows after a redirect.
+the checks in front of a handler (signed in, a posted form's CSRF token, the ``audit:read`` scope) and their
+answers, and the one-time message a page shows after a redirect.
 
 - A tool call from a page goes through the enforcer with transport ``console`` (:func:`.web.call_info`), as the
   person whose session it is: the scope, approver-claim and separation-of-duties checks and the audit record are
@@ -19,7 +20,7 @@ from starlette.responses import Response
 
 from server.auth.principal import Principal
 from server.console import sessions
-from server.console.web import Signed, call_info, render
+from server.console.web import Signed, call_info, checked_form, login_redirect, render, signed_in
 
 if TYPE_CHECKING:
     from server.app import Mandate
@@ -41,6 +42,31 @@ class PageGroup:
     async def _call(self, signed: Signed, request: Request, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
         result = await self.mandate.enforcer.call_tool(signed.principal, tool, arguments, call_info(request))
         return (not result.is_error), dict(result.structured_content or {})
+
+    async def _signed(self, request: Request, *, reading: str | None = None) -> Signed | Response:
+        """The signed-in person, or the answer instead of the page: the sign-in redirect, or (``reading``: what the
+        page does, for the message) the 403 page when their token lacks the ``audit:read`` scope."""
+        signed = await signed_in(self.mandate, request)
+        if signed is None:
+            return login_redirect(request)
+        if reading is not None and not self._may_read_audit(signed.principal):
+            return self._forbidden(request, signed, reading)
+        return signed
+
+    async def _posted(
+        self, request: Request, *, reading: str | None = None
+    ) -> tuple[Signed, dict[str, str]] | Response:
+        """:meth:`_signed` for a form post, with its fields once its CSRF token (and origin) are checked; the scope is
+        checked after the form, so a forged post is refused as forged whoever is signed in."""
+        signed = await self._signed(request)
+        if isinstance(signed, Response):
+            return signed
+        form = await checked_form(self.mandate, request, signed)
+        if isinstance(form, Response):
+            return form
+        if reading is not None and not self._may_read_audit(signed.principal):
+            return self._forbidden(request, signed, reading)
+        return signed, form
 
     def _may_read_audit(self, principal: Principal) -> bool:
         entry = self.mandate.catalog.get(AUDIT_TOOL)

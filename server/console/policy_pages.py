@@ -18,16 +18,14 @@ from starlette.responses import Response
 
 from server.auth.principal import Principal
 from server.console.page_group import PageGroup
-from server.console.web import Signed, checked_form, login_redirect, render, signed_in
+from server.console.web import Signed, render
 
 
 class PolicyPages(PageGroup):
     async def policy(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "reading the policy")
+        signed = await self._signed(request, reading="reading the policy")
+        if isinstance(signed, Response):
+            return signed
         return self._policy_page(request, signed, form={}, report=None, error=None)
 
     def _policy_page(
@@ -62,14 +60,10 @@ class PolicyPages(PageGroup):
             return {}
 
     async def explain(self, request: Request) -> Response:
-        signed = await signed_in(self.mandate, request)
-        if signed is None:
-            return login_redirect(request)
-        form = await checked_form(self.mandate, request, signed)
-        if isinstance(form, Response):
-            return form
-        if not self._may_read_audit(signed.principal):
-            return self._forbidden(request, signed, "explaining the policy")
+        posted = await self._posted(request, reading="explaining the policy")
+        if isinstance(posted, Response):
+            return posted
+        signed, form = posted
         tool = form.get("tool", "")
         agent_name = form.get("agent", "")
         agent = self._agents().get(agent_name)
