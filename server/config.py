@@ -118,8 +118,10 @@ class EffectsSettings(BaseModel):
     """How often each process's reconciler looks for intents past their lease."""
     reconcile_batch: Annotated[int, Field(ge=1, le=1000)] = 50
     """How many intents one reconciler pass resolves at most; after a full pass that resolved any, the next one runs."""
-    reconcile_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
-    """How many intents of one pass are resolved at once, each waiting on its own provider lookup; 1: one by one."""
+    reconcile_concurrency: Annotated[int, Field(ge=1, le=8)] = 4
+    """How many intents of one pass are resolved at once, each waiting on its own provider lookup; 1: one by one.
+    At most 8: each holds a database connection while it writes what it learned, and on PostgreSQL a process's
+    pool has 20 for its calls and its upkeep together."""
 
 
 class WebhookSettings(BaseModel):

@@ -20,6 +20,7 @@ import math
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from server.audit.redaction import arguments_digest, canonical_json
 from server.auth.principal import Principal
 from server.callpath.answers import Refusal
 from server.callpath.record import refusal_result
-from server.effects.models import COLUMNS, STARTED, TABLE, EffectIntent, Intent
+from server.effects.models import COLUMNS, COMPLETED, STARTED, TABLE, EffectIntent, Intent
 from server.storage.database import Database
 from server.storage.prepared import Prepared, defer, run
 
@@ -266,6 +267,53 @@ async def claim_due(db: Database, now: datetime, *, lease: timedelta, limit: int
         return [intent for intent in taken if intent.reconcile_token == token]
 
     return await db.run_in_transaction(work)
+
+
+_RENEW = Prepared(
+    update(TABLE)
+    .where(
+        TABLE.c.id == bindparam("k_id"),
+        TABLE.c.status == STARTED,
+        TABLE.c.reconcile_token == bindparam("k_token"),
+    )
+    .values(lease_until=bindparam("k_until", type_=TABLE.c.lease_until.type))
+)
+
+
+async def renew_claim(db: Database, intent: Intent, now: datetime, *, lease: timedelta) -> Intent | None:
+    """Hold a claim :func:`claim_due` made for one more ``lease`` from ``now``, if it is still this reconciler's
+    (the intent still ``started`` and its token unchanged); ``None`` when another reconciler has taken it up since,
+    or it was resolved. A round resolves its intents a few at a time, so the last ones of a slow round would
+    otherwise be worked on after their claim ran out, beside a reconciler that took them up meanwhile."""
+    until = now + lease
+
+    async def work(session: AsyncSession) -> int:
+        params = {"k_id": intent.id, "k_token": intent.reconcile_token, "k_until": until}
+        return (await run(session, _RENEW, params)).rowcount
+
+    if intent.reconcile_token is None or await db.run_in_transaction(work) != 1:
+        return None
+    return replace(intent, lease_until=until)
+
+
+_LATEST_COMPLETED = Prepared(
+    select(*COLUMNS)
+    .where(
+        TABLE.c.status == COMPLETED,
+        TABLE.c.tool == bindparam("tool"),
+        TABLE.c.provider_name == bindparam("provider_name"),
+    )
+    .order_by(TABLE.c.lease_until.desc())
+    .limit(1)
+)
+
+
+async def latest_completed(db: Database, *, tool: str, provider_name: str) -> Intent | None:
+    """The intent of ``tool`` most recently completed at ``provider_name`` (by its lease: the status and lease
+    index serves the query), or ``None``: an object the provider is known to have made."""
+    async with db.session() as session:
+        row = (await run(session, _LATEST_COMPLETED, {"tool": tool, "provider_name": provider_name})).first()
+    return None if row is None else Intent.from_row(row)
 
 
 async def note_error(db: Database, intent_id: str, message: str) -> None:

@@ -4,14 +4,17 @@ past its lease, asking the provider what happened.
 Any replica runs it as upkeep (:func:`reconcile_forever`, started by :meth:`server.app.Mandate.upkeep`: a round
 every interval, and rounds back to back while full batches resolve, so a backlog after an outage drains), and
 ``mandate effects reconcile`` runs one round on demand. A round takes up due intents for itself
-(:func:`server.effects.intents.claim_due`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a new lease, so two
-replicas never work on one intent at once), then for each (``effects.reconcile_concurrency`` at a time, each in
-its own transaction) asks the tool's ``find`` (by the metadata naming the intent: localstripe ignores idempotency
+(:func:`server.effects.intents.claim_due`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a new lease, renewed for
+an intent the round reaches late or left to the reconciler that took it up meanwhile, so two replicas never work
+on one intent at once), then for each (``effects.reconcile_concurrency`` at a time, each in its own transaction)
+asks the tool's ``find`` (by the metadata naming the intent: localstripe ignores idempotency
 keys, so the lookup must stand on its own):
 
 - found: the outcome is written as if the call had answered (:func:`server.effects.outcome.succeed`);
 - definitely absent (the provider answered, and the lease, longer than the provider's timeout, has passed, so the
-  call can no longer be in flight): failed, and the reservation released (:func:`server.effects.outcome.fail`);
+  call can no longer be in flight): failed, and the reservation released (:func:`server.effects.outcome.fail`).
+  A 404 for what the call would have changed counts as absent only while the provider still shows an object it
+  is known to have made (:func:`_absence_unproven`: a key for another account answers 404 for everything);
 - the provider unreachable, or any doubt about its answer: the intent stays in doubt, with the reason noted, and a
   later round tries again. A budget never gives back an amount in doubt.
 
@@ -31,7 +34,7 @@ import anyio
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
 from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED, Intent
-from server.toolkit import EffectCall
+from server.toolkit import EffectCall, External
 
 if TYPE_CHECKING:
     from server.callpath.core import CallPathCore
@@ -65,15 +68,72 @@ async def reconcile_due(
     async def one(index: int, intent: Intent) -> None:
         async with limiter:
             try:
-                resolutions[index] = await resolve(core, intent)
+                held = await _still_held(core, intent, lease)
+                if held is None:
+                    resolutions[index] = Resolution(intent.id, intent.tool, "in_doubt", TAKEN_ELSEWHERE)
+                    return
+                resolutions[index] = await resolve(core, held)
             except Exception as exc:  # one intent that cannot be resolved does not stop the others
                 logger.exception("intent %s could not be reconciled; it stays in doubt", intent.id)
-                resolutions[index] = Resolution(intent.id, intent.tool, "in_doubt", describe(exc))
+                resolutions[index] = await _still_in_doubt(core, intent, describe(exc))
 
     async with anyio.create_task_group() as group:  # each waits mostly on its provider lookup
         for index, intent in enumerate(taken):
             group.start_soon(one, index, intent)
     return resolutions
+
+
+TAKEN_ELSEWHERE = "taken up by another reconciler while this round worked on others"
+
+LOOKUP_SHARE = 0.8
+"""A lookup may take this share of the lease; the rest is left for writing what it learned."""
+
+
+async def _still_held(core: CallPathCore, intent: Intent, lease: timedelta) -> Intent | None:
+    """``intent`` with enough of its claim left to be resolved within it, renewed when the round reached it late
+    (its lookups ahead of it took time); ``None`` when the claim ran out and another reconciler took it up."""
+    left = intent.lease_until - core.clock()
+    if left >= lease * (LOOKUP_SHARE + 0.1):
+        return intent
+    return await intents.renew_claim(core.db, intent, core.clock(), lease=lease)
+
+
+async def _absence_unproven(core: CallPathCore, intent: Intent, external: External, provider: object) -> str | None:
+    """Why a provider's "no such object" (404) for ``intent`` proves nothing, or ``None`` when it does.
+
+    A 404 for the thing a request would have changed (the payment a refund is of) says the request cannot have
+    happened, provided the provider is the one the request was sent to. A payments key changed to another account
+    or mode answers 404 for everything made before it, and reading that as "never happened" would give back the
+    budget and the order's hold of refunds that were made. So the provider must still show an object it is known
+    to have made: the one of the latest intent of this tool it completed. Only then is the 404 taken at its word."""
+    known = await intents.latest_completed(core.db, tool=intent.tool, provider_name=intent.provider_name)
+    if known is None:
+        return (
+            f"the {intent.provider_name} provider answered 404 (no such object), and no earlier {intent.tool} it "
+            "completed can be looked up to show that its key still reaches the account and mode of this request"
+        )
+    plan = external.plan.model_validate_json(known.plan)
+    effect_call = EffectCall(
+        intent_id=known.id,
+        audit_id=known.audit_id,
+        tool=known.tool,
+        idempotency_key=known.provider_key,
+        metadata=intents.metadata(known.id, known.audit_id, known.tool),
+    )
+    try:
+        with anyio.fail_after(core.effects.lease_seconds * (1 - LOOKUP_SHARE) / 2):
+            seen = await external.find(plan, provider, effect_call)
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, the 404 is not confirmed
+        seen, why = None, describe(exc)
+    else:
+        why = "it is not found"
+    if seen is None:
+        return (
+            f"the {intent.provider_name} provider answered 404 (no such object), and {known.provider_object_id}, "
+            f"which it made for intent {known.id}, cannot be seen there either ({why}): is the payments key for "
+            "the account and mode these requests were sent to?"
+        )
+    return None
 
 
 async def resolve(core: CallPathCore, intent: Intent) -> Resolution:
@@ -94,13 +154,17 @@ async def resolve(core: CallPathCore, intent: Intent) -> Resolution:
         metadata=intents.metadata(intent.id, intent.audit_id, intent.tool),
     )
     try:
-        with anyio.fail_after(core.effects.lease_seconds * 0.8):
+        with anyio.fail_after(core.effects.lease_seconds * LOOKUP_SHARE):
             found = await external.find(plan, provider, effect_call)
     except Exception as exc:  # noqa: BLE001 - every failure to learn the outcome keeps the intent in doubt
-        # Only "the thing it would have changed does not exist" (404) proves absence; a refused key (401, 403)
-        # proves nothing about the refund, so the intent stays in doubt.
+        # Only "the thing it would have changed does not exist" (404) proves absence, and only from a provider that
+        # still shows what it made (:func:`_absence_unproven`); a refused key (401, 403) proves nothing about the
+        # refund, so the intent stays in doubt.
         if refusal_of(exc) is None or getattr(exc, "http_status", None) != 404:
             return await _still_in_doubt(core, intent, describe(exc))
+        unproven = await _absence_unproven(core, intent, external, provider)
+        if unproven is not None:
+            return await _still_in_doubt(core, intent, unproven)
         found = None
     faults.reach("after_provider_find")
     try:

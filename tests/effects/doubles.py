@@ -9,7 +9,7 @@ use the real Stripe adapter against a real localstripe instead.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -55,6 +55,10 @@ class DoublePayments:
     """The most lookups that were in flight at once."""
     lookups_gathered: tuple[int, anyio.Event] | None = None
     """Set the event once that many lookups are in flight at once."""
+    looked_up: list[str] = field(default_factory=list)
+    """The intents looked up, in order."""
+    after_lookup: Callable[[int], Awaitable[None]] | None = None
+    """Awaited after each lookup, with how many there have been (a lookup that takes time, for example)."""
     calls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -87,7 +91,11 @@ class DoublePayments:
         try:
             if self.lookups_hold is not None:
                 await self.lookups_hold.wait()
-            return self._lookup(payment_ref, intent_id)
+            self.looked_up.append(intent_id)
+            found = self._lookup(payment_ref, intent_id)
+            if self.after_lookup is not None:
+                await self.after_lookup(len(self.looked_up))
+            return found
         finally:
             self.lookups_in_flight -= 1
 

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from server.effects import reconciler
+from server.effects import intents, reconciler
 from server.effects.models import COMPLETED, STARTED
 from tests.conftest import Harness
 from tests.effects import support
@@ -143,3 +143,39 @@ async def test_an_intent_that_cannot_be_reconciled_leaves_the_others_of_its_roun
     assert sorted(r.status for r in taken) == [COMPLETED, COMPLETED, "in_doubt"]
     by_id = {intent.id: intent.status for intent in await support.intents(harness.mandate.db)}
     assert by_id[first.id] == STARTED and sorted(by_id.values()) == [COMPLETED, COMPLETED, STARTED]
+    [kept] = [intent for intent in await support.intents(harness.mandate.db) if intent.id == first.id]
+    assert "its plan no longer parses" in (kept.last_error or "")  # why it is still in doubt, for the operator
+
+
+async def test_a_round_renews_a_claim_it_reaches_late_and_leaves_one_another_reconciler_took_meanwhile(
+    harness: Harness, double: DoublePayments
+) -> None:
+    await _in_doubt(harness, double, 3)
+    core = harness.mandate.enforcer
+    core.effects = core.effects.model_copy(update={"reconcile_batch": 3, "reconcile_concurrency": 1})
+    lease = timedelta(seconds=core.effects.lease_seconds)
+    start = core.clock()
+    moved = timedelta(0)
+    core.clock = lambda: start + moved
+    other: list[Any] = []
+
+    async def slow_lookup(count: int) -> None:  # each lookup takes 0.6 of a lease
+        nonlocal moved
+        moved += lease * 0.6
+        if count == 2:  # by now the third intent's claim has run out: another replica's round takes it up
+            other.extend(await intents.claim_due(harness.mandate.db, core.clock(), lease=lease, limit=10))
+
+    double.after_lookup = slow_lookup
+    taken = await reconciler.reconcile_due(core)
+
+    first, second = double.looked_up
+    [third] = other  # the second intent's claim was renewed when the round reached it, so only the third was due
+    assert third.id not in double.looked_up
+    assert {r.intent_id: (r.status, r.detail) for r in taken} == {
+        first: (COMPLETED, ""),
+        second: (COMPLETED, ""),
+        third.id: ("in_doubt", reconciler.TAKEN_ELSEWHERE),
+    }
+    by_id = {intent.id: intent for intent in await support.intents(harness.mandate.db)}
+    assert (by_id[third.id].status, by_id[third.id].reconcile_token) == (STARTED, third.reconcile_token)
+    assert len(double.refunds) == 3 and double.calls == 3  # nothing was sent again
