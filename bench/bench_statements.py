@@ -1,4 +1,4 @@
-"""Per-statement CPU overhead of server/storage/prepared.py (and ToolContext's wrappers) on a held sqlite3 connection.
+"""Per-statement CPU overhead of server/storage/prepared/ (and ToolContext's wrappers) on a held sqlite3 connection.
 
     # two checkouts alternating, each in a subprocess of its own (same interpreter and venv):
     git archive <before> | tar -x -C /tmp/before
@@ -49,6 +49,12 @@ def child(checkout: str, batches: int, iterations: int) -> None:
     from server.storage.migrate import upgrade_connection
     from server.toolkit import ToolContext
 
+    try:
+        from server.storage.prepared.driver import _driver
+        from server.storage.prepared.forms import _values
+    except ModuleNotFoundError:  # a checkout from before server/storage/prepared.py was split by concept
+        _driver, _values = statements._driver, statements._values
+
     assert statements.__file__.startswith(checkout), statements.__file__
     tmp = Path(tempfile.mkdtemp(prefix="prepared-bench-"))
     path = tmp / "mandate.db"
@@ -89,14 +95,14 @@ def child(checkout: str, batches: int, iterations: int) -> None:
             ctx = ToolContext(principal, session, now, "aud_x", "refund_create")
             found = await ctx.fetch_one(access._ORDER_LOCKED, order_id=order_id)
             assert found is not None, "seeded order"
-            driver = await statements._driver(session)
+            driver = await _driver(session)
             conn = driver.connection
             dialect = driver.dialect
 
             def raw_form(prepared: Any, params: dict[str, Any]) -> tuple[str, Any]:
                 keys = tuple(params) if prepared.takes_columns else None
                 form = prepared.form(dialect, keys)
-                return form.sql, statements._values(form, params)
+                return form.sql, _values(form, params)
 
             bucket = {"k_budget": "b", "k_holder": "h", "k_unit": "EUR", "k_period": "p"}
             audit_base = {

@@ -231,13 +231,13 @@ async def test_queued_upserts_add_up_whether_their_keys_are_distinct_or_repeat(d
 def test_a_stored_utc_time_reads_back_as_the_general_result_processor_reads_it() -> None:
     from sqlalchemy.dialects import sqlite
 
-    from server.storage import prepared
+    from server.storage.prepared import forms
     from server.storage.types import UTCDateTime
 
     dialect = sqlite.dialect()
     general = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
     assert general is not None
-    quick = prepared._sqlite_utc_result(general)
+    quick = forms._sqlite_utc_result(general)
     for stored in (
         "2026-12-04 10:00:00.123456",  # what UTCDateTime writes: the shortcut
         "2026-12-04 10:00:00.000000",
@@ -262,7 +262,7 @@ def test_a_stored_utc_time_reads_back_as_the_general_result_processor_reads_it()
 def test_a_statements_values_are_bound_in_its_order_through_its_processors_whichever_way_they_are_gathered() -> None:
     from sqlalchemy.dialects import sqlite
 
-    from server.storage import prepared
+    from server.storage.prepared import forms
 
     dialect = sqlite.dialect()
     at = datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=UTC)
@@ -271,11 +271,11 @@ def test_a_statements_values_are_bound_in_its_order_through_its_processors_which
         (ENTRY_BY_AUDIT, {"audit_id": "a1"}),
         (DOUBLE, {"k_budget": "daily"}),
     ):
-        form = statement.form(dialect, prepared._insert_keys(statement, params))
+        form = statement.form(dialect, forms._insert_keys(statement, params))
         assert form.ordered is not None  # the shortcut applies to these
-        assert prepared._values(form, params) == prepared._values_in_steps(form, params)
+        assert forms._values(form, params) == forms._values_in_steps(form, params)
         if params:
             missing = dict(params)
             missing.pop(next(iter(missing)))
             with pytest.raises((ValueError, KeyError)):
-                prepared._values(form, missing)
+                forms._values(form, missing)

@@ -18,6 +18,7 @@ from server.audit import chain
 from server.audit.models import AuditRecord
 from server.storage import prepared
 from server.storage.database import Database
+from server.storage.prepared import driver, forms
 from server.storage.types import UTCDateTime
 from tools.store import access
 
@@ -75,25 +76,25 @@ def _same(left: Any, right: Any) -> bool:
 def test_the_values_bound_are_the_same_values_of_the_same_types_as_the_general_steps_give(dialect: Any) -> None:
     for statement, params in _calls(dialect.name):
         form = statement._form_for(dialect, params)
-        assert form is statement.form(dialect, prepared._insert_keys(statement, params))
-        fast = prepared._values(form, params)
-        general = prepared._values_in_steps(form, params)
+        assert form is statement.form(dialect, forms._insert_keys(statement, params))
+        fast = forms._values(form, params)
+        general = forms._values_in_steps(form, params)
         assert _same(fast, general), (statement.statement, fast, general)
         if dialect.name == "sqlite":
             assert isinstance(fast, tuple) and len(fast) == len(form.names or ())
 
 
 def test_a_timestamp_bound_in_two_places_is_the_same_text_in_both() -> None:
-    values = prepared._values(TWICE.form(sqlite.dialect()), {"t": ELSEWHERE})
+    values = forms._values(TWICE.form(sqlite.dialect()), {"t": ELSEWHERE})
     assert values == ("2026-12-04 10:00:00.123456", "2026-12-04 10:00:00.123456")
 
 
 def test_a_statement_missing_parameters_is_refused_naming_every_one_of_them_before_any_is_processed() -> None:
     form = ledger._ADD_CAPPED_NOW.form(sqlite.dialect())
     with pytest.raises(ValueError, match=r"without the parameters k_amount, k_cap$"):
-        prepared._values(form, {**BUCKET, "k_at": "not a datetime: never processed"})
+        forms._values(form, {**BUCKET, "k_at": "not a datetime: never processed"})
     with pytest.raises(ValueError, match="naive datetime"):  # all there: the processor refuses what it must
-        prepared._values(form, {**BUCKET, "k_amount": 1, "k_cap": 2, "k_at": datetime(2026, 12, 4)})
+        forms._values(form, {**BUCKET, "k_amount": 1, "k_cap": 2, "k_at": datetime(2026, 12, 4)})
 
 
 @pytest.mark.parametrize(
@@ -146,11 +147,11 @@ def test_rows_read_through_the_result_processors_are_the_rows_the_column_by_colu
         ("ord_1", "cus_1", "acme", "DELIVERED", "EUR", 9000, 0, "2026-12-03 10:00:00.123456", None),
         ("ord_2", "cus_2", "globex", "SHIPPED", "USD", 100, 50, "2026-12-02 08:00:00.000001", "pi_1"),
     ]
-    made = prepared._processed(form, rows)
-    assert made == prepared._processed_column_by_column(form, rows)
+    made = forms._processed(form, rows)
+    assert made == forms._processed_column_by_column(form, rows)
     assert made[1].status.name == "SHIPPED" and made[1].placed_at == datetime(2026, 12, 2, 8, 0, 0, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="zip"):  # a row of another width is refused, as zip(strict=True) does
-        prepared._processed(form, [rows[0], rows[1][:-1]])
+        forms._processed(form, [rows[0], rows[1][:-1]])
 
 
 # --- the transaction's connection, found once per transaction ------------------------------------------------------
@@ -173,10 +174,10 @@ async def test_a_session_statements_run_in_its_current_transaction_after_an_earl
             async with session.begin():
                 await prepared.run(session, INCREMENT)
                 first = session.sync_session.get_transaction()
-                assert prepared._held_driver(session.sync_session) is not None
-            assert prepared._held_driver(session.sync_session) is None  # that transaction is over
+                assert driver._held_driver(session.sync_session) is not None
+            assert driver._held_driver(session.sync_session) is None  # that transaction is over
             async with session.begin():
-                assert prepared._held_driver(session.sync_session) is None  # a new one: found again
+                assert driver._held_driver(session.sync_session) is None  # a new one: found again
                 assert (await prepared.run(session, VALUE)).scalar() == 1
                 await prepared.run(session, INCREMENT)
                 assert session.sync_session.get_transaction() is not first
