@@ -5,7 +5,7 @@ Same tool (name, description, pydantic-annotated parameters, structured output: 
 (``tools.store.models``), same checks in the same order (read the order, its currency, what is left to refund; add to
 its refunded total; insert the refund row), one ``BEGIN IMMEDIATE`` transaction under the same in-process writer
 queue. What differs is only how the statements reach SQLite, and it is the write path Mandate itself uses on SQLite
-(``server/storage/sqlite_writer.py``, ``server/storage/prepared.py``): one stdlib ``sqlite3`` connection held for the
+(``server/storage/sqlite_writer.py``, ``server/storage/prepared/``): one stdlib ``sqlite3`` connection held for the
 life of the process, opened with the pragmas of ``server/storage/sqlite.py`` (WAL, ``synchronous=NORMAL``, foreign
 keys, the busy timeout, no automatic checkpoint), its statements hand-written SQL run on the event loop's thread (no
 ORM, no SQLAlchemy Core, no aiosqlite, no thread hop), and a ``PASSIVE`` checkpoint every

@@ -249,10 +249,10 @@ async def totals(
 
     Without ``lock`` (``mandate explain``) nothing is written or locked and a missing total reads as zero.
 
-    Every total is read in one round trip on PostgreSQL (:func:`server.storage.prepared.run_all`): each budget's
-    row locked in the global order, and a rolling window's sum right after its anchor's lock, in a statement of its
-    own, so that it sees every spend committed while the lock was awaited. A budget met for the first time in its
-    window has no row to lock yet: it is created, and everything is read again one statement at a time.
+    Every total is read in one round trip on PostgreSQL (:func:`server.storage.prepared.running.run_all`): each
+    budget's row locked in the global order, and a rolling window's sum right after its anchor's lock, in a statement
+    of its own, so that it sees every spend committed while the lock was awaited. A budget met for the first time in
+    its window has no row to lock yet: it is created, and everything is read again one statement at a time.
     """
     ordered = sorted(needs, key=lambda k: (k.budget, k.key, k.unit, k.window))
     if session.bind is not None and session.bind.dialect.name == "sqlite":
@@ -327,7 +327,7 @@ async def reserve(session: AsyncSession, spends: Sequence[Spend], *, at: datetim
     slots: dict[tuple[str, str, str, str], int] = {}
     ordered = sorted(spends, key=lambda s: (s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window))
     keys = {(s.ledger.budget, s.ledger.key, s.ledger.unit, s.ledger.window) for s in ordered}
-    # distinct buckets: their updates change distinct rows, so they may go in one statement (prepared._groups)
+    # distinct buckets: their updates change distinct rows, so they may go in one statement (merged_writes.groups)
     disjoint = "ledger_buckets" if len(keys) == len(ordered) else None
     for spend in ordered:
         key = spend.ledger

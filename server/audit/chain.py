@@ -181,7 +181,7 @@ async def append(session: AsyncSession, record: AuditRecord | NewRecord) -> Audi
     elif session.bind is not None and session.bind.dialect.name == "sqlite":
         await run(session, _INSERT_RECORD, values)  # seq: the rowid, MAX + 1 under the transaction's write lock
         return None
-    else:  # sent with the call's other writes, in one round trip (server.storage.prepared.defer)
+    else:  # sent with the call's other writes, in one round trip (server.storage.prepared.deferred.defer)
         await defer(session, _INSERT_RECORD, values, expect=1)
         return None
     record.seq, record.leaf_hash = seq, leaf

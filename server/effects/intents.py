@@ -211,7 +211,7 @@ def is_in_doubt(answer: types.CallToolResult) -> str | None:
 
 async def insert_started(session: AsyncSession, intent: Intent) -> None:
     """Write ``intent`` in the decision's transaction (on PostgreSQL with the call's other writes, in one round
-    trip: :func:`server.storage.prepared.defer`)."""
+    trip: :func:`server.storage.prepared.deferred.defer`)."""
     await defer(session, _INSERT, intent.values(), expect=1)
 
 

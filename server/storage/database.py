@@ -85,7 +85,7 @@ class Database:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             # check_same_thread: the call path's prepared statements run on the loop's thread, inside a transaction
-            # that already holds the write lock (server.storage.prepared)
+            # that already holds the write lock (server.storage.prepared.driver)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_size"] = pool_size

@@ -1,7 +1,7 @@
-"""A PostgreSQL transaction's queued writes (:func:`server.storage.prepared.defer`) sent in as few statements as
-they allow, in one round trip: what may share a statement, the merged statement built once per shape, and each
-write's row count checked after it (PostgreSQL documentation, "WITH Queries": data-modifying statements in
-``WITH``; psycopg's pipeline mode for the groups that cannot merge).
+"""A PostgreSQL transaction's queued writes (:func:`server.storage.prepared.deferred.defer`) sent in as few
+statements as they allow, in one round trip: what may share a statement, the merged statement built once per shape,
+and each write's row count checked after it (PostgreSQL documentation, "WITH Queries": data-modifying statements
+in ``WITH``; psycopg's pipeline mode for the groups that cannot merge).
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ third), each crossing SQLAlchemy's greenlet bridge (docs/performance.md). Here a
   ``COMMIT`` was sent, the unit is retried on a fresh connection (:class:`ConnectionLost`; the pool's older
   connections are recycled at once, as SQLAlchemy does on a disconnect it sees itself);
 - is handed an ``AsyncSession`` bound to that connection. The call path's prepared statements run on the psycopg
-  connection under it (:func:`server.storage.prepared.bind_direct`), each round trip one libpq pipeline
+  connection under it (:func:`server.storage.prepared.driver.bind_direct`), each round trip one libpq pipeline
   (:mod:`server.storage.pg_batch`), the first one with the unit's ``BEGIN``. ORM work (a tool's
   ``ctx.session.add``) begins the session's transaction on the same connection, inside the one already open, or
   sends the ``BEGIN`` itself when it comes first (:func:`begin_hook`);
 - commits with its queued writes: when the ORM took no part, the writes and ``COMMIT`` go in one pipeline, the
   writes' row counts checked by the server so that a wrong count aborts the transaction and the ``COMMIT`` is a
-  rollback (:func:`server.storage.prepared.commit_deferred`); when it did, the writes, then the session's commit.
+  rollback (:func:`server.storage.prepared.deferred.commit_deferred`); when it did, the writes, then the session's
+  commit.
 
 Any error rolls back; a connection that cannot roll back, or a unit interrupted at an await (cancelled), is
 invalidated, so a connection in an unknown state is never reused. A unit reports success only once its

@@ -12,7 +12,7 @@ SQLAlchemy's greenlet bridge), against about 20 us for ``sqlite3``'s own ``BEGIN
   aiosqlite's thread, where SQLite's busy handler waits for another process or a read session to let go
   (:func:`server.storage.sqlite.begin_inline`: the loop never waits on a lock);
 - is handed an ``AsyncSession`` bound to that connection. The call path's prepared statements run on the
-  ``sqlite3`` connection under it (:func:`server.storage.prepared.bind_driver`); ORM work (a tool's
+  ``sqlite3`` connection under it (:func:`server.storage.prepared.driver.bind_driver`); ORM work (a tool's
   ``ctx.session.add``) begins the session's transaction on the same connection, inside the one already open, so
   it emits no second ``BEGIN`` (:func:`server.storage.sqlite.configure`'s ``begin`` hook);
 - commits through :class:`server.storage.sqlite.Checkpoints` (the session's commit when the ORM took part, the

@@ -1,6 +1,6 @@
 """A transaction commits exactly what it says it did, on both engines: a savepoint's rollback undoes the statements
-sent straight to the driver and the writes still queued (server.storage.prepared.begin_savepoint); a unit of work
-whose work caught a failed statement refuses to commit instead of reporting success; and a unit whose ORM
+sent straight to the driver and the writes still queued (server.storage.prepared.deferred.begin_savepoint); a unit
+of work whose work caught a failed statement refuses to commit instead of reporting success; and a unit whose ORM
 transaction began without a statement still commits its writes (server.storage.pg_unit)."""
 
 from __future__ import annotations
