@@ -70,7 +70,7 @@ class Integrated:
     root_hash: str
 
 
-# A batch's statements are prepared (server/storage/prepared.py): on SQLite they run on the held writer connection,
+# A batch's statements are prepared (server/storage/prepared/): on SQLite they run on the held writer connection,
 # on the event loop's thread, not one hop each to aiosqlite's thread; on PostgreSQL the batch lock and the two reads
 # go in one round trip. Twice a second for the life of every serving process, most batches at rest find nothing.
 _PENDING = Prepared(
