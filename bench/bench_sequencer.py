@@ -62,7 +62,7 @@ async def _append(db: Database, count: int, start: int) -> None:
         await db.run_in_transaction(work)
 
 
-async def measure(postgres: str | None, repeats: int) -> list[str]:
+async def measure(postgres: str | None, repeats: int, sizes: tuple[int, ...] = BATCHES) -> list[str]:
     lines = [
         f"engine: {'PostgreSQL' if postgres else 'SQLite'}; {repeats} batches of each size, medians",
         "",
@@ -74,7 +74,7 @@ async def measure(postgres: str | None, repeats: int) -> list[str]:
         await _append(db, 10, appended)  # a tree head to build on, and warm statements
         appended += 10
         assert await integrate_batch(db, instance="bench") is not None
-        for size in (0, *BATCHES):
+        for size in (0, *sizes):
             cpu: list[float] = []
             wall: list[float] = []
             for _ in range(repeats if size else repeats * 10):
@@ -96,10 +96,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_sequencer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=None, help="measure on this PostgreSQL database instead of SQLite")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--size", type=int, action="append", help=f"records a batch (repeatable; default {BATCHES})")
     args = parser.parse_args()
     if args.postgres is not None and not reachable(args.postgres):
         raise SystemExit(f"PostgreSQL is not reachable at {args.postgres}")
-    for line in asyncio.run(measure(args.postgres, args.repeats)):
+    for line in asyncio.run(measure(args.postgres, args.repeats, tuple(args.size or BATCHES))):
         print(line)
 
 
