@@ -276,13 +276,14 @@ async def test_an_upgrade_waits_for_a_spend_already_writing_and_rebuilds_the_sub
 
                         group.start_soon(upgrading)
                         wait = await _waiting(observer, upgrade_pid, upgraded)
-                        assert wait == Wait(
+                        # SHARE ROW EXCLUSIVE on the entries is asked for by the upgrade's LOCK TABLE alone (the
+                        # query text is not compared: pg_stat_activity can lag a statement behind under load)
+                        assert (wait.locktype, wait.relation, wait.mode, wait.wait_event_type, wait.blockers) == (
                             "relation",
                             "ledger_entries",
                             "ShareRowExclusiveLock",
                             "Lock",
                             [spender],
-                            "LOCK TABLE ledger_entries, ledger_window_totals IN SHARE ROW EXCLUSIVE MODE",
                         )
                         assert await _revision_and_audit_ids(observer) == (
                             "0002",
@@ -354,7 +355,10 @@ async def test_a_spend_arriving_while_the_upgrade_holds_its_lock_waits_and_lands
                             "Lock",
                             [holder_pid],
                         )
-                        assert paused.query.startswith("DELETE FROM ledger_window_totals")
+                        # Waiting on the holder's transaction (a row lock) can only be its DELETE: the entries'
+                        # read takes no row lock and its LOCK TABLE would wait on a relation. (pg_stat_activity's
+                        # query text is not asserted: under load it was seen still naming the streamed read's
+                        # CLOSE of its cursor while the DELETE waited.)
                         assert await _table_locks(observer, upgrader) >= {
                             ("ledger_entries", "ShareRowExclusiveLock"),
                             ("ledger_window_totals", "ShareRowExclusiveLock"),
