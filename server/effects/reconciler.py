@@ -121,7 +121,7 @@ async def _absence_unproven(core: CallPathCore, intent: Intent, external: Extern
         metadata=intents.metadata(known.id, known.audit_id, known.tool),
     )
     try:
-        with anyio.fail_after(core.effects.lease_seconds * (1 - LOOKUP_SHARE) / 2):
+        with anyio.fail_after(core.effects.lease_seconds * LOOKUP_SHARE):
             seen = await external.find(plan, provider, effect_call)
     except Exception as exc:  # noqa: BLE001 - whatever the reason, the 404 is not confirmed
         seen, why = None, describe(exc)
@@ -162,6 +162,10 @@ async def resolve(core: CallPathCore, intent: Intent) -> Resolution:
         # refund, so the intent stays in doubt.
         if refusal_of(exc) is None or getattr(exc, "http_status", None) != 404:
             return await _still_in_doubt(core, intent, describe(exc))
+        # a second lookup follows: the claim is renewed first, so that it covers that one too
+        lease = timedelta(seconds=core.effects.lease_seconds)
+        if await intents.renew_claim(core.db, intent, core.clock(), lease=lease) is None:
+            return Resolution(intent.id, intent.tool, "in_doubt", TAKEN_ELSEWHERE)
         unproven = await _absence_unproven(core, intent, external, provider)
         if unproven is not None:
             return await _still_in_doubt(core, intent, unproven)
