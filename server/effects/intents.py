@@ -302,17 +302,20 @@ _LATEST_COMPLETED = Prepared(
         TABLE.c.status == COMPLETED,
         TABLE.c.tool == bindparam("tool"),
         TABLE.c.provider_name == bindparam("provider_name"),
+        TABLE.c.created_at < bindparam("before", type_=TABLE.c.created_at.type),
     )
     .order_by(TABLE.c.lease_until.desc())
     .limit(1)
 )
 
 
-async def latest_completed(db: Database, *, tool: str, provider_name: str) -> Intent | None:
-    """The intent of ``tool`` most recently completed at ``provider_name`` (by its lease: the status and lease
-    index serves the query), or ``None``: an object the provider is known to have made."""
+async def latest_completed_before(db: Database, intent: Intent) -> Intent | None:
+    """The latest intent of ``intent``'s tool that was written before it and completed at its provider (by lease:
+    the status and lease index serves the query), or ``None``: an object that provider is known to have made with
+    the payments key of ``intent``'s time, or of an earlier one."""
+    params = {"tool": intent.tool, "provider_name": intent.provider_name, "before": intent.created_at}
     async with db.session() as session:
-        row = (await run(session, _LATEST_COMPLETED, {"tool": tool, "provider_name": provider_name})).first()
+        row = (await run(session, _LATEST_COMPLETED, params)).first()
     return None if row is None else Intent.from_row(row)
 
 

@@ -105,12 +105,15 @@ async def _absence_unproven(core: CallPathCore, intent: Intent, external: Extern
     happened, provided the provider is the one the request was sent to. A payments key changed to another account
     or mode answers 404 for everything made before it, and reading that as "never happened" would give back the
     budget and the order's hold of refunds that were made. So the provider must still show an object it is known
-    to have made: the one of the latest intent of this tool it completed. Only then is the 404 taken at its word."""
-    known = await intents.latest_completed(core.db, tool=intent.tool, provider_name=intent.provider_name)
+    to have made before this request was written: the one of the latest intent of this tool it completed that was
+    written earlier (a refund completed since, with a new key, would vouch only for the new key). Only then is the
+    404 taken at its word. What this cannot tell apart: a key changed away and back again around this request, with
+    nothing completed in between (docs/decisions.md)."""
+    known = await intents.latest_completed_before(core.db, intent)
     if known is None:
         return (
-            f"the {intent.provider_name} provider answered 404 (no such object), and no earlier {intent.tool} it "
-            "completed can be looked up to show that its key still reaches the account and mode of this request"
+            f"the {intent.provider_name} provider answered 404 (no such object), and no {intent.tool} it completed "
+            "before this one can be looked up to show that its key still reaches the account and mode of this request"
         )
     plan = external.plan.model_validate_json(known.plan)
     effect_call = EffectCall(

@@ -137,6 +137,40 @@ async def test_a_refund_in_doubt_stays_in_doubt_when_the_provider_no_longer_show
     assert len(await support.refunds(db)) == 2 and await support.spent(db) == 2500
 
 
+async def test_a_refund_made_with_the_old_key_stays_in_doubt_after_a_refund_completes_with_the_new_one(
+    stripe_harness: tuple[Harness, AnswerLost], localstripe_factory: Callable[[], LocalStripe]
+) -> None:
+    harness, provider = stripe_harness
+    db = harness.mandate.db
+    assert not (await _refund(harness)).is_error  # made at the first account
+    provider.lose = "after"  # made there too; its answer is lost
+    doubted = await _in_doubt(harness)
+
+    other_account = open_provider(localstripe_factory().payments_settings())  # the key changed to another account
+    assert other_account is not None
+    harness.mandate.enforcer.providers["payments"] = other_account
+    try:
+        payment = await other_account.create_test_payment(
+            amount=Money.parse("158.00", "EUR"),
+            customer_name="Ada Lovelace",
+            customer_email="ada@example.com",
+            description="order ord_5002",
+            metadata={"order_id": "ord_5002"},
+        )
+        await support.link_orders(db, {"ord_5002": payment})
+        async with harness.client("refunds") as client:  # a refund made and completed with the new key
+            made = await client.call_tool("refund_create", {**support.REFUND, "order_id": "ord_5002"})
+        assert not made.is_error, made.content
+        _past_the_lease(harness)
+        resolutions = await reconciler.reconcile_due(harness.mandate.enforcer)
+    finally:
+        harness.mandate.enforcer.providers["payments"] = provider
+        await other_account.aclose()
+    [resolution] = [r for r in resolutions if r.intent_id == doubted.id]
+    assert resolution.status == "in_doubt" and "payments key" in resolution.detail  # the new refund vouches for nothing
+    assert await support.spent(db) == 3750  # three refunds made, none given back
+
+
 async def test_a_404_with_no_refund_ever_completed_at_the_provider_leaves_the_refund_in_doubt(
     stripe_harness: tuple[Harness, AnswerLost],
 ) -> None:
@@ -149,5 +183,5 @@ async def test_a_404_with_no_refund_ever_completed_at_the_provider_leaves_the_re
     _past_the_lease(harness)
     [resolution] = await reconciler.reconcile_due(harness.mandate.enforcer)
     assert (resolution.intent_id, resolution.status) == (doubted.id, "in_doubt")
-    assert "no earlier refund_create it completed" in resolution.detail
+    assert "no refund_create it completed before this one" in resolution.detail
     assert await support.spent(db) == 1250  # nothing is assumed: the amount stays reserved
