@@ -35,7 +35,7 @@ from server.callpath.record import Invocation, decided_outcome
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
 from server.effects.models import Intent
-from server.toolkit import EffectCall, External, ToolContext
+from server.toolkit import External, ToolContext
 
 logger = logging.getLogger("server.callpath")
 
@@ -119,13 +119,7 @@ async def carry_out(
     """(b) and (c) for an intent whose transaction (a) has committed; the answer the caller gets."""
     faults.reach("after_intent_commit")
     plan = external.plan.model_validate_json(intent.plan)
-    effect_call = EffectCall(
-        intent_id=intent.id,
-        audit_id=intent.audit_id,
-        tool=intent.tool,
-        idempotency_key=intent.provider_key,
-        metadata=intents.metadata(intent.id, intent.audit_id, intent.tool),
-    )
+    effect_call = intents.effect_call(intent)
     interval = core.effects.reconcile_interval_seconds
     left = intents.call_seconds_left(intent, core.clock(), core.effects.lease_seconds)
     if left <= 0:  # the lease is nearly over before anything was sent: definitely not made, so say so now

@@ -37,6 +37,7 @@ from server.callpath.record import refusal_result
 from server.effects.models import COLUMNS, COMPLETED, STARTED, TABLE, EffectIntent, Intent
 from server.storage.database import Database
 from server.storage.prepared import Prepared, defer, run
+from server.toolkit import EffectCall
 
 IN_DOUBT = "effect_in_doubt"
 EFFECT_META = "io.mandate/effect"
@@ -63,6 +64,17 @@ def provider_key(audit_id: str) -> str:
 
 def metadata(intent_id: str, audit_id: str, tool: str) -> dict[str, str]:
     return {META_INTENT: intent_id, META_AUDIT: audit_id, META_TOOL: tool}
+
+
+def effect_call(intent: Intent) -> EffectCall:
+    """What the tool's ``call`` and ``find`` are given about ``intent``: its ids, key and metadata."""
+    return EffectCall(
+        intent_id=intent.id,
+        audit_id=intent.audit_id,
+        tool=intent.tool,
+        idempotency_key=intent.provider_key,
+        metadata=metadata(intent.id, intent.audit_id, intent.tool),
+    )
 
 
 def principal_json(principal: Principal) -> str:

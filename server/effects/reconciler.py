@@ -34,7 +34,7 @@ import anyio
 from server.effects import faults, intents, outcome
 from server.effects.errors import describe, refusal_of
 from server.effects.models import COMPLETED, CONFLICT, FAILED, STARTED, Intent
-from server.toolkit import EffectCall, External
+from server.toolkit import External
 
 if TYPE_CHECKING:
     from server.callpath.core import CallPathCore
@@ -116,13 +116,7 @@ async def _absence_unproven(core: CallPathCore, intent: Intent, external: Extern
             "before this one can be looked up to show that its key still reaches the account and mode of this request"
         )
     plan = external.plan.model_validate_json(known.plan)
-    effect_call = EffectCall(
-        intent_id=known.id,
-        audit_id=known.audit_id,
-        tool=known.tool,
-        idempotency_key=known.provider_key,
-        metadata=intents.metadata(known.id, known.audit_id, known.tool),
-    )
+    effect_call = intents.effect_call(known)
     try:
         with anyio.fail_after(core.effects.lease_seconds * LOOKUP_SHARE):
             seen = await external.find(plan, provider, effect_call)
@@ -149,13 +143,7 @@ async def resolve(core: CallPathCore, intent: Intent) -> Resolution:
     if provider is None:
         return await _still_in_doubt(core, intent, f"no {external.provider} provider is configured here")
     plan = external.plan.model_validate_json(intent.plan)
-    effect_call = EffectCall(
-        intent_id=intent.id,
-        audit_id=intent.audit_id,
-        tool=intent.tool,
-        idempotency_key=intent.provider_key,
-        metadata=intents.metadata(intent.id, intent.audit_id, intent.tool),
-    )
+    effect_call = intents.effect_call(intent)
     try:
         with anyio.fail_after(core.effects.lease_seconds * LOOKUP_SHARE):
             found = await external.find(plan, provider, effect_call)
