@@ -82,14 +82,8 @@ class AgentPages(PageGroup):
             code = str(body.get("code", ""))
             status = 409 if code == "not_suspended" else 400 if code.startswith("invalid") else 403
             if not may_read:
-                return render(
-                    self.mandate,
-                    request,
-                    "error.html",
-                    signed,
-                    status=403,
-                    title="Not permitted",
-                    message=f"Refused ({code}): {body.get('message', '')} Nothing was changed.",
+                return self._not_permitted(
+                    request, signed, f"Refused ({code}): {body.get('message', '')} Nothing was changed."
                 )
             return await self._agents_page(request, signed, status=status, refusal=body, form=form)
         if tool == suspending.SUSPEND_TOOL:

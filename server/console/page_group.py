@@ -73,15 +73,15 @@ class PageGroup:
         return entry is not None and entry.spec.requires.is_met_by(principal.scopes)
 
     def _forbidden(self, request: Request, signed: Signed, what: str) -> Response:
-        return render(
-            self.mandate,
+        return self._not_permitted(
             request,
-            "error.html",
             signed,
-            status=403,
-            title="Not permitted",
-            message=f"Your token does not grant {what}: it needs the audit:read scope. Ask for it, then sign in again.",
+            f"Your token does not grant {what}: it needs the audit:read scope. Ask for it, then sign in again.",
         )
+
+    def _not_permitted(self, request: Request, signed: Signed, message: str) -> Response:
+        """The 403 page, saying why."""
+        return render(self.mandate, request, "error.html", signed, status=403, title="Not permitted", message=message)
 
     async def _take_flash(self, signed: Signed) -> str | None:
         if signed.row.flash is None:
